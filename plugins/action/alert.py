@@ -1,0 +1,137 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The temperstack.alerting.alert module, run on the controller: options in, outcome out."""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import (
+    FIELDS,
+    AlertValidationError,
+    build_alert,
+)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    DeliveryError,
+    TemperstackClient,
+)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery import Outcome, deliver
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
+    EndpointError,
+    resolve_endpoint,
+)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
+    Ledger,
+    LedgerError,
+    default_ledger_path,
+)
+
+MAX_RETRIES = 10
+
+ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
+    # The alert fields are type-checked by the core, which rejects lists and dictionaries instead of
+    # turning them into their Python text as type=str would.
+    **{field: {'type': 'raw'} for field in FIELDS},
+    'webhook_url': {'type': 'str', 'no_log': True},
+    'api_key': {'type': 'str', 'no_log': True},
+    'org': {'type': 'str'},
+    'base_url': {'type': 'str'},
+    'timeout': {'type': 'int', 'default': DEFAULT_TIMEOUT},
+    'retries': {'type': 'int', 'default': DEFAULT_RETRIES},
+    'validate_certs': {'type': 'bool', 'default': True},
+    'ca_path': {'type': 'path'},
+    'ledger_path': {'type': 'path'},
+    'force': {'type': 'bool', 'default': False},
+}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+    _requires_connection = False
+
+    def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
+        result = super().run(tmp, task_vars)
+        del tmp
+
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        warnings: list[str] = []
+        try:
+            outcome = self._deliver(args, warnings)
+        except (AlertValidationError, EndpointError, LedgerError) as exc:
+            result.update(failed=True, msg=str(exc), sent=False, http_status=None, attempts=0)
+        except DeliveryError as exc:
+            result.update(failed=True, msg=exc.message, sent=False, http_status=exc.http_status, attempts=exc.attempts)
+        else:
+            result.update(_outcome_result(outcome, diff=self._task.diff))
+        if warnings:
+            result['warnings'] = warnings
+        return result
+
+    def _deliver(self, args: dict[str, t.Any], warnings: list[str]) -> Outcome:
+        # Everything is validated before the ledger is opened or a request is made.
+        alert = build_alert(args)
+        endpoint = resolve_endpoint(args)
+        client = TemperstackClient(
+            endpoint,
+            timeout=_positive('timeout', args['timeout']),
+            retries=_bounded('retries', args['retries'], MAX_RETRIES),
+            validate_certs=args['validate_certs'],
+            ca_path=args['ca_path'],
+        )
+        check_mode = bool(self._task.check_mode)
+        ledger_path = args['ledger_path'] or default_ledger_path()
+        with Ledger(ledger_path, warn=warnings.append, create=not check_mode) as ledger:
+            if not check_mode:
+                ledger.prune_if_due()
+            return deliver(alert, endpoint, ledger, client, force=args['force'], check_mode=check_mode)
+
+
+def _outcome_result(outcome: Outcome, diff: bool) -> dict[str, t.Any]:
+    alert, previous = outcome.alert, outcome.previous
+    result: dict[str, t.Any] = {
+        'changed': outcome.changed,
+        'alert_id': alert.alert_id,
+        'status': alert.status,
+        'previous_status': previous.status if previous else None,
+        'sent': outcome.sent,
+        'payload': dict(alert.payload),
+        'http_status': outcome.http_status,
+        'attempts': outcome.attempts,
+        'msg': _summary(outcome),
+    }
+    if diff:
+        result['diff'] = {
+            'before_header': f'Temperstack alert {alert.alert_id} (as recorded in the ledger)',
+            'after_header': f'Temperstack alert {alert.alert_id}',
+            'before': {'status': previous.status, 'payload': previous.payload} if previous else {},
+            'after': {'status': alert.status, 'payload': dict(alert.payload)},
+        }
+    return result
+
+
+def _summary(outcome: Outcome) -> str:
+    alert_id, status = outcome.alert.alert_id, outcome.alert.status
+    if outcome.sent:
+        return f'{status} sent for alert {alert_id}'
+    if outcome.changed:
+        return f'{status} would be sent for alert {alert_id}'
+    return f'Temperstack already holds {status} for alert {alert_id}; nothing sent'
+
+
+def _positive(option: str, value: int) -> int:
+    if value <= 0:
+        raise AlertValidationError(f'{option} must be a positive number of seconds, got {value}')
+    return value
+
+
+def _bounded(option: str, value: int, highest: int) -> int:
+    if not 0 <= value <= highest:
+        raise AlertValidationError(f'{option} must be between 0 and {highest}, got {value}')
+    return value

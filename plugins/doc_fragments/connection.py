@@ -1,0 +1,75 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # How to reach Temperstack, how hard to try, and where the ledger lives.
+    DOCUMENTATION = r"""
+options:
+  webhook_url:
+    description:
+      - The integration URL exactly as Temperstack shows it when you create a webhook integration key,
+        V(https://ORG.temperstack.com/api/integration/webhook/KEY).
+      - The URL contains the integration key. It is never logged, and wherever the collection shows a URL
+        (error messages, warnings) the key is replaced by C(********).
+      - Give either O(webhook_url), or O(api_key) together with O(org) or O(base_url).
+        Options set on the task decide which way is used; the environment only fills in what they leave out.
+      - If not set, the value of the E(TEMPERSTACK_WEBHOOK_URL) environment variable is used.
+    type: str
+  api_key:
+    description:
+      - The integration key alone, the last part of the integration URL.
+      - Use with O(org) or O(base_url); mutually exclusive with O(webhook_url).
+      - If not set, the value of the E(TEMPERSTACK_API_KEY) environment variable is used.
+    type: str
+  org:
+    description:
+      - Your Temperstack organisation, the V(ORG) in V(https://ORG.temperstack.com).
+      - Use with O(api_key); mutually exclusive with O(base_url) and O(webhook_url).
+      - If not set, the value of the E(TEMPERSTACK_ORG) environment variable is used.
+    type: str
+  base_url:
+    description:
+      - Any origin that serves Temperstack's webhook API, for example an on-premises installation or a proxy,
+        such as V(https://temperstack.example.com). The webhook path and O(api_key) are appended to it.
+      - Use with O(api_key); mutually exclusive with O(org) and O(webhook_url).
+      - If not set, the value of the E(TEMPERSTACK_BASE_URL) environment variable is used.
+    type: str
+  timeout:
+    description:
+      - Seconds to wait for Temperstack to answer one request.
+    type: int
+    default: 10
+  retries:
+    description:
+      - How many times a request is repeated after a connection error, a timeout, HTTP 429 or HTTP 5xx,
+        with exponential backoff and jitter between attempts. A C(Retry-After) header is honoured up to 30 seconds.
+      - Other HTTP 4xx answers are final and never repeated.
+      - A task therefore gives up after at most O(timeout) x (O(retries) + 1) seconds plus the pauses between attempts.
+    type: int
+    default: 3
+  validate_certs:
+    description:
+      - Verify Temperstack's TLS certificate.
+      - Set to V(false) only on a test endpoint you control.
+    type: bool
+    default: true
+  ca_path:
+    description:
+      - A PEM file of CA certificates to verify Temperstack's certificate with, instead of the system's.
+    type: path
+  ledger_path:
+    description:
+      - The SQLite file in which the collection remembers what Temperstack has acknowledged, shared by every
+        fork, task and the C(temperstack.alerting.playbook_alerts) callback on this controller.
+      - It holds alert ids, statuses and payloads, and identifies endpoints only by a one-way hash;
+        the integration key is never written to it. It is created with mode C(0600), in a directory created with mode C(0700).
+      - If not set, the value of the E(TEMPERSTACK_LEDGER_PATH) environment variable is used,
+        and otherwise V(~/.ansible/temperstack/ledger.sqlite3).
+    type: path
+notes:
+  - Proxies from the usual environment variables (E(https_proxy), E(http_proxy), E(no_proxy)) are honoured.
+"""

@@ -1,0 +1,183 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module is for internal use by the temperstack.alerting collection only.
+# Its interface can change at any time, even in patch releases.
+
+"""Where alerts go: resolving the connection options into one webhook URL, and keeping its key hidden."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import typing as t
+from urllib.parse import quote, urlsplit, urlunsplit
+
+CONNECTION_OPTIONS = ('webhook_url', 'api_key', 'org', 'base_url')
+ENV_VARS = {
+    'webhook_url': 'TEMPERSTACK_WEBHOOK_URL',
+    'api_key': 'TEMPERSTACK_API_KEY',
+    'org': 'TEMPERSTACK_ORG',
+    'base_url': 'TEMPERSTACK_BASE_URL',
+}
+WEBHOOK_PATH = '/api/integration/webhook/'
+MASK = '********'
+
+_ORG_NAME = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$')
+_HOW_TO_CONNECT = (
+    'give either webhook_url (TEMPERSTACK_WEBHOOK_URL), or api_key (TEMPERSTACK_API_KEY) '
+    'together with org (TEMPERSTACK_ORG) or base_url (TEMPERSTACK_BASE_URL)'
+)
+# userinfo in any URL, and the key segment of a webhook URL, wherever they appear in free text.
+_URL_USERINFO = re.compile(r'(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@')
+_WEBHOOK_KEY_IN_TEXT = re.compile(re.escape(WEBHOOK_PATH) + r'[^/?#\s"\'<>]+')
+
+
+class EndpointError(ValueError):
+    """The connection options do not describe exactly one Temperstack endpoint."""
+
+
+class Endpoint:
+    """A resolved Temperstack webhook: the URL (secret), its masked form, and its ledger identity."""
+
+    __slots__ = ('url', 'secrets', 'masked_url', 'ledger_key')
+
+    def __init__(self, url: str, secrets: t.Iterable[str]) -> None:
+        self.url = url
+        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self.masked_url = self.mask(url)
+        # A one-way digest: the ledger can tell endpoints apart without ever holding a key.
+        self.ledger_key = hashlib.sha256(b'temperstack.alerting endpoint\0' + url.encode('utf-8')).hexdigest()
+
+    def mask(self, text: str) -> str:
+        """Hide this endpoint's key (and any URL credentials) in ``text``."""
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+            quoted = quote(secret, safe='')
+            if quoted != secret:
+                text = text.replace(quoted, MASK)
+        return mask_url_secrets(text)
+
+    def __repr__(self) -> str:
+        return f'Endpoint({self.masked_url!r})'
+
+
+def mask_url_secrets(text: str) -> str:
+    """Hide credentials embedded in URLs and webhook keys anywhere in free text."""
+    text = _URL_USERINFO.sub(lambda m: f'{m.group("scheme")}{MASK}@', text)
+    return _WEBHOOK_KEY_IN_TEXT.sub(WEBHOOK_PATH + MASK, text)
+
+
+def resolve_endpoint(
+    options: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | None = None
+) -> Endpoint:
+    """Turn the connection options into one endpoint.
+
+    Options given explicitly decide which way of connecting is meant; the environment only fills in
+    what they leave out (an ``org`` in the play with the key from ``TEMPERSTACK_API_KEY`` is common).
+    When nothing is explicit, the environment alone must describe exactly one way.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = {name: _text(options.get(name)) for name in CONNECTION_OPTIONS}
+    explicit = {name: value for name, value in explicit.items() if value}
+    from_env = {name: environ.get(var, '').strip() for name, var in ENV_VARS.items()}
+    from_env = {name: value for name, value in from_env.items() if value}
+
+    _reject_conflicts(explicit, source='options')
+    if 'webhook_url' in explicit:
+        chosen = explicit
+    elif explicit:
+        chosen = dict(explicit)
+        if 'api_key' not in chosen and 'api_key' in from_env:
+            chosen['api_key'] = from_env['api_key']
+        if 'org' not in chosen and 'base_url' not in chosen:
+            chosen.update({k: from_env[k] for k in ('org', 'base_url') if k in from_env})
+        _reject_conflicts(chosen, source='options and environment')
+    else:
+        chosen = from_env
+        _reject_conflicts(chosen, source='environment')
+
+    if 'webhook_url' in chosen:
+        return _from_webhook_url(chosen['webhook_url'])
+    if 'api_key' not in chosen:
+        if chosen:
+            raise EndpointError(
+                f"{' and '.join(sorted(chosen))} given without api_key: {_HOW_TO_CONNECT}"
+            )
+        raise EndpointError(f'no Temperstack endpoint is configured: {_HOW_TO_CONNECT}')
+    if 'org' not in chosen and 'base_url' not in chosen:
+        raise EndpointError(f'api_key given without org or base_url: {_HOW_TO_CONNECT}')
+    return _from_api_key(chosen['api_key'], org=chosen.get('org'), base_url=chosen.get('base_url'))
+
+
+def _text(value: t.Any) -> str:
+    if value is None:
+        return ''
+    if not isinstance(value, str):
+        raise EndpointError(f'connection options must be strings, got {type(value).__name__}')
+    return value.strip()
+
+
+def _reject_conflicts(chosen: t.Mapping[str, str], source: str) -> None:
+    if 'webhook_url' in chosen and len(chosen) > 1:
+        others = ', '.join(sorted(set(chosen) - {'webhook_url'}))
+        raise EndpointError(
+            f'webhook_url and {others} are mutually exclusive (both set in {source}): {_HOW_TO_CONNECT}'
+        )
+    if 'org' in chosen and 'base_url' in chosen:
+        raise EndpointError(
+            f'org and base_url are mutually exclusive (both set in {source}): {_HOW_TO_CONNECT}'
+        )
+
+
+def _from_webhook_url(url: str) -> Endpoint:
+    parts = _split_http_url('webhook_url', url)
+    path = parts.path
+    key = path[len(WEBHOOK_PATH):] if path.startswith(WEBHOOK_PATH) else ''
+    if not key or '/' in key.strip('/'):
+        raise EndpointError(
+            'webhook_url must be the integration URL Temperstack shows, '
+            f'https://ORG.temperstack.com{WEBHOOK_PATH}KEY, got {_mask_path(parts)}'
+        )
+    secrets = [key.strip('/'), parts.query, parts.password or '']
+    return Endpoint(url, secrets)
+
+
+def _from_api_key(api_key: str, org: str | None, base_url: str | None) -> Endpoint:
+    if any(ch.isspace() for ch in api_key) or '/' in api_key:
+        raise EndpointError('api_key must be the integration key alone, without spaces or slashes')
+    if org is not None:
+        if not _ORG_NAME.match(org):
+            raise EndpointError(
+                f'org must be the organisation name in https://ORG.temperstack.com '
+                f'(letters, digits and hyphens), got {org!r}'
+            )
+        origin = f'https://{org.lower()}.temperstack.com'
+    else:
+        parts = _split_http_url('base_url', t.cast(str, base_url))
+        if parts.query or parts.fragment:
+            raise EndpointError('base_url must not have a query or fragment')
+        origin = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip('/'), '', ''))
+    return Endpoint(f'{origin}{WEBHOOK_PATH}{quote(api_key, safe="")}', [api_key])
+
+
+def _split_http_url(option: str, url: str):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise EndpointError(f'{option} is not a valid URL') from None
+    if parts.scheme.lower() not in ('http', 'https') or not parts.hostname:
+        raise EndpointError(f'{option} must be an http:// or https:// URL, got {_mask_path(parts)}')
+    return parts
+
+
+def _mask_path(parts) -> str:
+    """A URL fit for an error message: origin kept, everything that may hold a secret hidden."""
+    host = parts.hostname or ''
+    if parts.port:
+        host = f'{host}:{parts.port}'
+    shown = f'{parts.scheme}://{host}' if parts.scheme else host
+    return f'{shown}/{MASK}' if parts.path.strip('/') or parts.query else shown

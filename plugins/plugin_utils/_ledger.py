@@ -1,0 +1,373 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module is for internal use by the temperstack.alerting collection only.
+# Its interface can change at any time, even in patch releases.
+
+"""The alert ledger: what Temperstack has acknowledged, per endpoint and alert_id, and what still waits.
+
+Temperstack's webhook can be written to but not read, so this is the collection's only memory of
+what Temperstack knows. The plugins use it only through ``lookup``, ``claim``, ``record``, ``queue``
+and ``drain``; nothing else in the collection speaks SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import stat
+import time
+import typing as t
+import uuid
+
+from ._alert import Alert
+
+DEFAULT_LEDGER_PATH = os.path.join('~', '.ansible', 'temperstack', 'ledger.sqlite3')
+LEDGER_PATH_ENV = 'TEMPERSTACK_LEDGER_PATH'
+SCHEMA_VERSION = 1
+# Resolved alerts are forgotten after this long; forgetting one only means a later OK for it is resent.
+RETENTION_SECONDS = 90 * 24 * 3600
+PRUNE_INTERVAL_SECONDS = 24 * 3600
+BUSY_TIMEOUT_SECONDS = 30.0
+CLAIM_POLL_SECONDS = 0.05
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    endpoint TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (endpoint, alert_id)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    endpoint TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    token TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (endpoint, alert_id)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    queued REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_by_endpoint ON outbox (endpoint, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used; the message says which file and why."""
+
+
+class Record(t.NamedTuple):
+    """What Temperstack is known to hold for one alert (or will, once ``pending`` is delivered)."""
+
+    alert_id: str
+    status: str
+    fingerprint: str
+    payload: dict[str, str]
+    updated: float
+    pending: bool = False
+
+
+class Queued(t.NamedTuple):
+    seq: int
+    alert: Alert
+
+
+def default_ledger_path(environ: t.Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get(LEDGER_PATH_ENV) or DEFAULT_LEDGER_PATH
+
+
+class Ledger:
+    """One SQLite file shared by every fork and plugin on a controller.
+
+    Every write is a short ``BEGIN IMMEDIATE`` transaction in WAL mode; no transaction is ever held
+    across a network call. Forks that decide the same alert at once are serialised by a claim row
+    with a lease, so the alert is sent once while distinct alerts still go out in parallel.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        warn: t.Callable[[str], None] | None = None,
+        create: bool = True,
+    ) -> None:
+        """Open (or, with ``create``, create) the ledger at ``path``.
+
+        With ``create=False`` a missing ledger reads as empty and nothing is written to disk, which is
+        what check mode needs.
+        """
+        self.path = os.path.abspath(os.path.expanduser(path or default_ledger_path()))
+        self._warn = warn or (lambda message: None)
+        if create or os.path.exists(self.path):
+            self._conn = self._open()
+        else:
+            self._conn = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)
+            _create_schema(self._conn)
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        self._prepare_directory()
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise LedgerError(f'the ledger {self.path} is locked by another process: {exc}') from None
+            aside = self._move_aside()
+            self._warn(
+                f'the ledger {self.path} could not be read ({exc}); it was moved to {aside} and a new, '
+                'empty ledger was started, so alerts already sent may be sent once more'
+            )
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as again:
+                raise LedgerError(f'cannot start a new ledger at {self.path}: {again}') from None
+
+    def _prepare_directory(self) -> None:
+        directory = os.path.dirname(self.path)
+        if os.path.isdir(directory):
+            return
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            raise LedgerError(f'cannot create the ledger directory {directory}: {exc.strerror or exc}') from None
+
+    def _connect(self) -> sqlite3.Connection:
+        self._create_private_file()
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute('PRAGMA journal_mode=WAL')
+            conn.execute('PRAGMA synchronous=NORMAL')
+            version = conn.execute('PRAGMA user_version').fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f'the ledger {self.path} was written by a newer temperstack.alerting '
+                    f'(schema {version}); upgrade the collection or set ledger_path to another file'
+                )
+            if version < SCHEMA_VERSION:
+                _create_schema(conn)
+            conn.execute('SELECT count(*) FROM alerts').fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _create_private_file(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+            if mode & 0o077:
+                with contextlib.suppress(OSError):
+                    os.chmod(self.path, 0o600)
+            return
+        except OSError as exc:
+            raise LedgerError(f'cannot create the ledger {self.path}: {exc.strerror or exc}') from None
+        os.close(fd)
+
+    def _move_aside(self) -> str:
+        aside = f'{self.path}.corrupt-{time.strftime("%Y%m%dT%H%M%S")}-{os.getpid()}'
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            raise LedgerError(f'the ledger {self.path} is unreadable and cannot be moved aside: {exc}') from None
+        for suffix in ('-wal', '-shm'):
+            with contextlib.suppress(OSError):
+                os.replace(self.path + suffix, aside + suffix)
+        return aside
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: t.Any) -> None:
+        self.close()
+
+    # -- the interface the plugins use -----------------------------------------------------------
+
+    def lookup(self, endpoint: str, alert_id: str) -> Record | None:
+        """The alert's current state: the newest undelivered entry if one waits, else the last acknowledged."""
+        return self._guard(self._lookup, endpoint, alert_id)
+
+    @contextlib.contextmanager
+    def claim(self, endpoint: str, alert_id: str, lease: float) -> t.Iterator[Record | None]:
+        """Hold the right to send ``alert_id`` for at most ``lease`` seconds; yields its current state.
+
+        A fork that finds the alert claimed waits for the claim to be released (or to expire, should
+        its holder have died) and then sees what the holder recorded.
+        """
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + lease + BUSY_TIMEOUT_SECONDS
+        while not self._guard(self._try_claim, endpoint, alert_id, token, lease):
+            if time.monotonic() > deadline:
+                raise LedgerError(f'alert {alert_id} stayed claimed by another process for over {lease:g} s')
+            time.sleep(CLAIM_POLL_SECONDS)
+        try:
+            yield self.lookup(endpoint, alert_id)
+        finally:
+            with contextlib.suppress(LedgerError):
+                self._guard(self._release, endpoint, alert_id, token)
+
+    def record(self, endpoint: str, alert: Alert) -> None:
+        """Remember that Temperstack acknowledged ``alert``. Call only after a 2xx."""
+        self._guard(self._record, endpoint, alert)
+
+    def queue(self, endpoint: str, alert: Alert, error: str | None = None) -> int:
+        """Keep an undelivered alert for the next run with the same endpoint."""
+        return self._guard(self._queue, endpoint, alert, error)
+
+    def pending(self, endpoint: str) -> list[Queued]:
+        """Undelivered alerts for ``endpoint``, oldest first."""
+        return self._guard(self._pending, endpoint)
+
+    def delivered(self, endpoint: str, queued: Queued) -> None:
+        """A queued alert reached Temperstack: record it and take it out of the outbox, atomically."""
+        self._guard(self._delivered, endpoint, queued)
+
+    def prune(self, retention: float = RETENTION_SECONDS, now: float | None = None) -> int:
+        """Forget resolved alerts older than ``retention`` seconds; returns how many were forgotten."""
+        return self._guard(self._prune, retention, time.time() if now is None else now)
+
+    def prune_if_due(self) -> None:
+        self._guard(self._prune_if_due)
+
+    # -- SQL -------------------------------------------------------------------------------------
+
+    def _guard(self, operation: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        try:
+            return operation(*args)
+        except sqlite3.Error as exc:
+            raise LedgerError(f'the ledger {self.path} failed: {exc}') from None
+
+    def _lookup(self, endpoint: str, alert_id: str) -> Record | None:
+        row = self._conn.execute(
+            'SELECT status, fingerprint, payload, queued FROM outbox WHERE endpoint = ? AND alert_id = ? '
+            'ORDER BY seq DESC LIMIT 1',
+            (endpoint, alert_id),
+        ).fetchone()
+        if row is not None:
+            return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], pending=True)
+        row = self._conn.execute(
+            'SELECT status, fingerprint, payload, updated FROM alerts WHERE endpoint = ? AND alert_id = ?',
+            (endpoint, alert_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3])
+
+    def _try_claim(self, endpoint: str, alert_id: str, token: str, lease: float) -> bool:
+        now = time.time()
+        with _immediate(self._conn):
+            row = self._conn.execute(
+                'SELECT expires FROM claims WHERE endpoint = ? AND alert_id = ?', (endpoint, alert_id)
+            ).fetchone()
+            if row is not None and row[0] > now:
+                return False
+            self._conn.execute(
+                'INSERT OR REPLACE INTO claims (endpoint, alert_id, token, expires) VALUES (?, ?, ?, ?)',
+                (endpoint, alert_id, token, now + lease),
+            )
+        return True
+
+    def _release(self, endpoint: str, alert_id: str, token: str) -> None:
+        with _immediate(self._conn):
+            self._conn.execute(
+                'DELETE FROM claims WHERE endpoint = ? AND alert_id = ? AND token = ?', (endpoint, alert_id, token)
+            )
+
+    def _record(self, endpoint: str, alert: Alert) -> None:
+        with _immediate(self._conn):
+            self._upsert(endpoint, alert)
+
+    def _upsert(self, endpoint: str, alert: Alert) -> None:
+        self._conn.execute(
+            'INSERT OR REPLACE INTO alerts (endpoint, alert_id, status, fingerprint, payload, updated) '
+            'VALUES (?, ?, ?, ?, ?, ?)',
+            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), time.time()),
+        )
+
+    def _queue(self, endpoint: str, alert: Alert, error: str | None) -> int:
+        with _immediate(self._conn):
+            cursor = self._conn.execute(
+                'INSERT INTO outbox (endpoint, alert_id, status, fingerprint, payload, queued, last_error) '
+                'VALUES (?, ?, ?, ?, ?, ?, ?)',
+                (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), time.time(), error),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def _pending(self, endpoint: str) -> list[Queued]:
+        rows = self._conn.execute(
+            'SELECT seq, payload FROM outbox WHERE endpoint = ? ORDER BY seq', (endpoint,)
+        ).fetchall()
+        return [Queued(seq, Alert(json.loads(payload))) for seq, payload in rows]
+
+    def _delivered(self, endpoint: str, queued: Queued) -> None:
+        with _immediate(self._conn):
+            self._conn.execute('DELETE FROM outbox WHERE seq = ?', (queued.seq,))
+            self._upsert(endpoint, queued.alert)
+
+    def _prune(self, retention: float, now: float) -> int:
+        with _immediate(self._conn):
+            cursor = self._conn.execute(
+                "DELETE FROM alerts WHERE status = 'OK' AND updated < ?", (now - retention,)
+            )
+            self._conn.execute('DELETE FROM claims WHERE expires < ?', (now,))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES ('last_prune', ?)", (repr(now),)
+            )
+            return cursor.rowcount
+
+    def _prune_if_due(self) -> None:
+        row = self._conn.execute("SELECT value FROM meta WHERE name = 'last_prune'").fetchone()
+        if row is None or float(row[0]) < time.time() - PRUNE_INTERVAL_SECONDS:
+            self._prune(RETENTION_SECONDS, time.time())
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> t.Iterator[None]:
+    conn.execute('BEGIN IMMEDIATE')
+    try:
+        yield
+    except BaseException:
+        conn.execute('ROLLBACK')
+        raise
+    conn.execute('COMMIT')
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    # executescript() would commit any open transaction first, so statements go one by one.
+    with _immediate(conn):
+        for statement in filter(None, (part.strip() for part in _SCHEMA.split(';'))):
+            conn.execute(statement)
+        conn.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
+
+
+def _dumps(payload: t.Mapping[str, str]) -> str:
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return 'locked' in text or 'busy' in text
