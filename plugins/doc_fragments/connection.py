@@ -73,3 +73,97 @@ options:
 notes:
   - Proxies from the usual environment variables (E(https_proxy), E(http_proxy), E(no_proxy)) are honoured.
 """
+
+    # The same options for the playbook_alerts callback, which reads them from ansible.cfg and the environment.
+    CALLBACK = r"""
+options:
+  webhook_url:
+    description:
+      - The integration URL exactly as Temperstack shows it, V(https://ORG.temperstack.com/api/integration/webhook/KEY).
+      - Give either O(webhook_url), or O(api_key) together with O(org) or O(base_url).
+      - The key in it is never logged nor written to disk.
+    type: str
+    env:
+      - name: TEMPERSTACK_WEBHOOK_URL
+    ini:
+      - section: callback_temperstack
+        key: webhook_url
+  api_key:
+    description:
+      - The integration key alone; use with O(org) or O(base_url).
+    type: str
+    env:
+      - name: TEMPERSTACK_API_KEY
+    ini:
+      - section: callback_temperstack
+        key: api_key
+  org:
+    description:
+      - Your Temperstack organisation, the V(ORG) in V(https://ORG.temperstack.com); use with O(api_key).
+    type: str
+    env:
+      - name: TEMPERSTACK_ORG
+    ini:
+      - section: callback_temperstack
+        key: org
+  base_url:
+    description:
+      - Any origin that serves Temperstack's webhook API (on-premises, a proxy); use with O(api_key).
+    type: str
+    env:
+      - name: TEMPERSTACK_BASE_URL
+    ini:
+      - section: callback_temperstack
+        key: base_url
+  timeout:
+    description:
+      - Seconds to wait for Temperstack to answer one request.
+    type: int
+    default: 10
+    env:
+      - name: TEMPERSTACK_TIMEOUT
+    ini:
+      - section: callback_temperstack
+        key: timeout
+  retries:
+    description:
+      - How many times a request is repeated after a connection error, a timeout, HTTP 429 or HTTP 5xx,
+        with exponential backoff and jitter. Other HTTP 4xx answers are final.
+    type: int
+    default: 3
+    env:
+      - name: TEMPERSTACK_RETRIES
+    ini:
+      - section: callback_temperstack
+        key: retries
+  validate_certs:
+    description:
+      - Verify Temperstack's TLS certificate.
+    type: bool
+    default: true
+    env:
+      - name: TEMPERSTACK_VALIDATE_CERTS
+    ini:
+      - section: callback_temperstack
+        key: validate_certs
+  ca_path:
+    description:
+      - A PEM file of CA certificates to verify Temperstack's certificate with.
+    type: path
+    env:
+      - name: TEMPERSTACK_CA_PATH
+    ini:
+      - section: callback_temperstack
+        key: ca_path
+  ledger_path:
+    description:
+      - The SQLite ledger shared with the M(temperstack.alerting.alert) module, which remembers what Temperstack
+        acknowledged and holds the outbox of alerts not yet delivered.
+      - Defaults to V(~/.ansible/temperstack/ledger.sqlite3).
+    type: path
+    env:
+      - name: TEMPERSTACK_LEDGER_PATH
+    ini:
+      - section: callback_temperstack
+        key: ledger_path
+"""

@@ -106,15 +106,15 @@ def build_alert(options: t.Mapping[str, t.Any]) -> Alert:
     return Alert({field: payload[field] for field in FIELDS if field in payload})
 
 
-def derive_alert_id(alert_name: str, resource_id: str | None = None, prefix: str = 'ansible') -> str:
-    """A readable, stable, length-bounded identifier for an alert that was given none.
+def derive_alert_id(*parts: str | None, prefix: str = 'ansible', salt: str = 'alert') -> str:
+    """A readable, stable, length-bounded identifier built from ``parts`` (``None`` parts are skipped).
 
     The readable part is a slug of the inputs; the hash suffix keeps distinct inputs distinct even
-    when their slugs collide or are cut short.
+    when their slugs collide or are cut short. ``salt`` keeps the module's and the callback's ids apart.
     """
-    parts = [alert_name] if resource_id is None else [alert_name, resource_id]
-    digest = hashlib.sha256('\x1f'.join(parts).encode('utf-8', 'surrogatepass')).hexdigest()[:12]
-    slug = '-'.join(filter(None, (_slug(part) for part in [prefix] + parts)))
+    given = [part for part in parts if part is not None]
+    digest = hashlib.sha256('\x1f'.join([salt] + given).encode('utf-8', 'surrogatepass')).hexdigest()[:12]
+    slug = '-'.join(filter(None, (_slug(part) for part in [prefix] + given)))
     room = ALERT_ID_MAX_CHARS - len(digest) - 1
     return f'{slug[:room].rstrip("-")}-{digest}'
 

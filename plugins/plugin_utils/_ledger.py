@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     status TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     payload TEXT NOT NULL,
+    hosts TEXT NOT NULL DEFAULT '[]',
     updated REAL NOT NULL,
     PRIMARY KEY (endpoint, alert_id)
 );
@@ -58,8 +59,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     status TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     payload TEXT NOT NULL,
-    queued REAL NOT NULL,
-    last_error TEXT
+    hosts TEXT NOT NULL DEFAULT '[]',
+    queued REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_endpoint ON outbox (endpoint, seq);
 CREATE TABLE IF NOT EXISTS meta (
@@ -82,11 +83,14 @@ class Record(t.NamedTuple):
     payload: dict[str, str]
     updated: float
     pending: bool = False
+    # The hosts an alert is about, as the callback saw them; an OK under --limit needs all of them.
+    hosts: tuple[str, ...] = ()
 
 
 class Queued(t.NamedTuple):
     seq: int
     alert: Alert
+    hosts: tuple[str, ...] = ()
 
 
 def default_ledger_path(environ: t.Mapping[str, str] | None = None) -> str:
@@ -230,13 +234,17 @@ class Ledger:
             with contextlib.suppress(LedgerError):
                 self._guard(self._release, endpoint, alert_id, token)
 
-    def record(self, endpoint: str, alert: Alert) -> None:
+    def record(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = ()) -> None:
         """Remember that Temperstack acknowledged ``alert``. Call only after a 2xx."""
-        self._guard(self._record, endpoint, alert)
+        self._guard(self._record, endpoint, alert, tuple(hosts))
 
-    def queue(self, endpoint: str, alert: Alert, error: str | None = None) -> int:
-        """Keep an undelivered alert for the next run with the same endpoint."""
-        return self._guard(self._queue, endpoint, alert, error)
+    def queue(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = ()) -> int:
+        """Keep an alert in the outbox until it is delivered, in order, by ``pending``/``delivered``."""
+        return self._guard(self._queue, endpoint, alert, tuple(hosts))
+
+    def discard(self, queued: Queued) -> None:
+        """Drop a queued alert that Temperstack will never accept."""
+        self._guard(self._discard, queued)
 
     def pending(self, endpoint: str) -> list[Queued]:
         """Undelivered alerts for ``endpoint``, oldest first."""
@@ -263,19 +271,19 @@ class Ledger:
 
     def _lookup(self, endpoint: str, alert_id: str) -> Record | None:
         row = self._conn.execute(
-            'SELECT status, fingerprint, payload, queued FROM outbox WHERE endpoint = ? AND alert_id = ? '
+            'SELECT status, fingerprint, payload, queued, hosts FROM outbox WHERE endpoint = ? AND alert_id = ? '
             'ORDER BY seq DESC LIMIT 1',
             (endpoint, alert_id),
         ).fetchone()
         if row is not None:
-            return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], pending=True)
+            return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], True, tuple(json.loads(row[4])))
         row = self._conn.execute(
-            'SELECT status, fingerprint, payload, updated FROM alerts WHERE endpoint = ? AND alert_id = ?',
+            'SELECT status, fingerprint, payload, updated, hosts FROM alerts WHERE endpoint = ? AND alert_id = ?',
             (endpoint, alert_id),
         ).fetchone()
         if row is None:
             return None
-        return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3])
+        return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], False, tuple(json.loads(row[4])))
 
     def _try_claim(self, endpoint: str, alert_id: str, token: str, lease: float) -> bool:
         now = time.time()
@@ -297,36 +305,42 @@ class Ledger:
                 'DELETE FROM claims WHERE endpoint = ? AND alert_id = ? AND token = ?', (endpoint, alert_id, token)
             )
 
-    def _record(self, endpoint: str, alert: Alert) -> None:
+    def _record(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> None:
         with _immediate(self._conn):
-            self._upsert(endpoint, alert)
+            self._upsert(endpoint, alert, hosts)
 
-    def _upsert(self, endpoint: str, alert: Alert) -> None:
+    def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> None:
         self._conn.execute(
-            'INSERT OR REPLACE INTO alerts (endpoint, alert_id, status, fingerprint, payload, updated) '
-            'VALUES (?, ?, ?, ?, ?, ?)',
-            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), time.time()),
+            'INSERT OR REPLACE INTO alerts (endpoint, alert_id, status, fingerprint, payload, hosts, updated) '
+            'VALUES (?, ?, ?, ?, ?, ?, ?)',
+            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+             time.time()),
         )
 
-    def _queue(self, endpoint: str, alert: Alert, error: str | None) -> int:
+    def _queue(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> int:
         with _immediate(self._conn):
             cursor = self._conn.execute(
-                'INSERT INTO outbox (endpoint, alert_id, status, fingerprint, payload, queued, last_error) '
+                'INSERT INTO outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued) '
                 'VALUES (?, ?, ?, ?, ?, ?, ?)',
-                (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), time.time(), error),
+                (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+                 time.time()),
             )
             return int(cursor.lastrowid or 0)
 
     def _pending(self, endpoint: str) -> list[Queued]:
         rows = self._conn.execute(
-            'SELECT seq, payload FROM outbox WHERE endpoint = ? ORDER BY seq', (endpoint,)
+            'SELECT seq, payload, hosts FROM outbox WHERE endpoint = ? ORDER BY seq', (endpoint,)
         ).fetchall()
-        return [Queued(seq, Alert(json.loads(payload))) for seq, payload in rows]
+        return [Queued(seq, Alert(json.loads(payload)), tuple(json.loads(hosts))) for seq, payload, hosts in rows]
+
+    def _discard(self, queued: Queued) -> None:
+        with _immediate(self._conn):
+            self._conn.execute('DELETE FROM outbox WHERE seq = ?', (queued.seq,))
 
     def _delivered(self, endpoint: str, queued: Queued) -> None:
         with _immediate(self._conn):
             self._conn.execute('DELETE FROM outbox WHERE seq = ?', (queued.seq,))
-            self._upsert(endpoint, queued.alert)
+            self._upsert(endpoint, queued.alert, queued.hosts)
 
     def _prune(self, retention: float, now: float) -> int:
         with _immediate(self._conn):
@@ -364,8 +378,8 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         conn.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
 
 
-def _dumps(payload: t.Mapping[str, str]) -> str:
-    return json.dumps(payload, sort_keys=True, ensure_ascii=False)
+def _dumps(value: t.Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

@@ -1,0 +1,219 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module is for internal use by the temperstack.alerting collection only.
+# Its interface can change at any time, even in patch releases.
+
+"""Bookkeeping of a playbook run for the playbook_alerts callback: which units failed, which recovered.
+
+A unit is a play (per playbook), a host (per playbook) or a whole playbook, depending on the scope.
+The callback feeds plain facts in (a host failed a task, a play ended); this module turns them into
+alerts. It knows nothing of Ansible's objects, HTTP or SQL, so every rule here is unit-testable.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+from ._alert import STATUS_ALARM, STATUS_OK, Alert, build_alert, derive_alert_id
+from ._endpoint import mask_url_secrets
+
+SCOPES = ('play', 'host', 'playbook')
+DEFAULT_MAX_ERROR_CHARS = 300
+NO_LOG_MESSAGE = '(output hidden by no_log)'
+METRIC_NAME = 'ansible_failed_hosts'
+
+
+class HostFailure(t.NamedTuple):
+    task: str
+    message: str
+    unreachable: bool = False
+
+
+class PlayRun:
+    """What happened in one play of one playbook during this run."""
+
+    def __init__(self, playbook: str, index: int, name: str) -> None:
+        self.playbook = playbook
+        self.index = index
+        self.name = name
+        self.hosts: set[str] = set()
+        self.failures: dict[str, list[HostFailure]] = {}
+        self.completed = False
+        self.cut_short = False
+
+    @property
+    def label(self) -> str:
+        return self.name or f'play #{self.index}'
+
+    def host_failed(self, host: str) -> bool:
+        return host in self.failures
+
+
+class AlertSettings(t.NamedTuple):
+    scope: str = 'play'
+    alert_priority: str = 'Critical'
+    alert_id_prefix: str = 'ansible'
+    resource_type: str | None = None
+    run_book_url: str | None = None
+    alert_url: str | None = None
+    max_error_chars: int = DEFAULT_MAX_ERROR_CHARS
+
+
+class Unit(t.NamedTuple):
+    """One alert's worth of a run: its identity and the plays that make it up."""
+
+    alert_id: str
+    kind: str
+    playbook: str
+    play: str | None
+    host: str | None
+    plays: tuple[PlayRun, ...]
+
+    @property
+    def failed_hosts(self) -> dict[str, list[HostFailure]]:
+        failed: dict[str, list[HostFailure]] = {}
+        for play in self.plays:
+            for host, failures in play.failures.items():
+                if self.host is None or host == self.host:
+                    failed.setdefault(host, []).extend(failures)
+        return failed
+
+    @property
+    def ran_hosts(self) -> set[str]:
+        hosts: set[str] = set()
+        for play in self.plays:
+            hosts |= play.hosts if self.host is None else (play.hosts & {self.host})
+        return hosts
+
+    @property
+    def ran_to_end(self) -> bool:
+        return all(play.completed and not play.cut_short for play in self.plays)
+
+
+class RunBook:
+    """The record of one ansible-playbook run, fed event by event."""
+
+    def __init__(self) -> None:
+        self.plays: list[PlayRun] = []
+        self._indexes: dict[str, int] = {}
+
+    @property
+    def current(self) -> PlayRun | None:
+        return self.plays[-1] if self.plays else None
+
+    def start_play(self, playbook_path: str, name: str) -> PlayRun:
+        """Begin a play; the previous one, if any, ran to its end."""
+        self.end_play()
+        playbook = os.path.basename(playbook_path or 'playbook')
+        index = self._indexes.get(playbook, 0) + 1
+        self._indexes[playbook] = index
+        play = PlayRun(playbook, index, (name or '').strip())
+        self.plays.append(play)
+        return play
+
+    def end_play(self) -> PlayRun | None:
+        play = self.current
+        if play is not None and not play.completed:
+            play.completed = True
+            return play
+        return None
+
+    def host_ran(self, host: str) -> None:
+        if self.current is not None:
+            self.current.hosts.add(host)
+
+    def host_failed(self, host: str, task: str, message: str, unreachable: bool = False) -> None:
+        if self.current is not None:
+            self.current.hosts.add(host)
+            self.current.failures.setdefault(host, []).append(HostFailure(task, message, unreachable))
+
+    def cut_short(self) -> None:
+        """The current play stops before its end for some hosts (meta end_play/end_host, no hosts left)."""
+        if self.current is not None:
+            self.current.cut_short = True
+
+    def units(self, scope: str, prefix: str, plays: t.Iterable[PlayRun] | None = None) -> list[Unit]:
+        """Group ``plays`` (all so far by default) into the units of ``scope``."""
+        grouped: dict[str, list] = {}
+        for play in self.plays if plays is None else plays:
+            if scope == 'play':
+                keys = [(play.playbook, play.label, None)]
+            elif scope == 'host':
+                keys = [(play.playbook, None, host) for host in sorted(play.hosts)]
+            else:
+                keys = [(play.playbook, None, None)]
+            for playbook, play_label, host in keys:
+                alert_id = unit_alert_id(prefix, scope, playbook, play_label, host)
+                entry = grouped.setdefault(alert_id, [scope, playbook, play_label, host, []])
+                entry[4].append(play)
+        return [
+            Unit(alert_id, kind, playbook, play_label, host, tuple(plays))
+            for alert_id, (kind, playbook, play_label, host, plays) in grouped.items()
+        ]
+
+
+def unit_alert_id(prefix: str, scope: str, playbook: str, play: str | None, host: str | None) -> str:
+    """Stable across runs and controllers: built only from names that are the same everywhere."""
+    parts = [playbook] + [part for part in (play, host) if part is not None]
+    return derive_alert_id(*parts, prefix=prefix or 'ansible', salt=f'playbook_alerts/{scope}')
+
+
+def alarm_for(unit: Unit, settings: AlertSettings) -> Alert:
+    failed = unit.failed_hosts
+    lines = []
+    down = sorted(h for h, fs in failed.items() if any(f.unreachable for f in fs))
+    broken = sorted(h for h in failed if h not in down)
+    if broken:
+        lines.append(f'Failed hosts ({len(broken)}): {", ".join(broken)}')
+    if down:
+        lines.append(f'Unreachable hosts ({len(down)}): {", ".join(down)}')
+    for host in sorted(failed):
+        for failure in failed[host]:
+            what = 'unreachable' if failure.unreachable else 'failed'
+            message = _trim(mask_url_secrets(failure.message), settings.max_error_chars)
+            lines.append(f"- {host}: task '{failure.task}' {what}: {message}")
+    return _alert(unit, settings, STATUS_ALARM, '\n'.join(lines))
+
+
+def ok_for(unit: Unit, settings: AlertSettings) -> Alert:
+    where = f' on {unit.host}' if unit.host else ''
+    return _alert(unit, settings, STATUS_OK, f'Recovered: ran to its end without failures{where}.')
+
+
+def failed_hosts_of(unit: Unit) -> list[str]:
+    return sorted(unit.failed_hosts)
+
+
+def _alert(unit: Unit, settings: AlertSettings, status: str, description: str) -> Alert:
+    if unit.kind == 'play':
+        name = f"Ansible play '{unit.play}' failed ({unit.playbook})"
+        resource_id, resource_name, resource_type = f'{unit.playbook}:{unit.play}', unit.play, 'ansible-play'
+    elif unit.kind == 'host':
+        name = f'Ansible playbook {unit.playbook} failed on {unit.host}'
+        resource_id, resource_name, resource_type = unit.host, unit.host, 'host'
+    else:
+        name = f'Ansible playbook {unit.playbook} failed'
+        resource_id, resource_name, resource_type = unit.playbook, unit.playbook, 'ansible-playbook'
+    return build_alert({
+        'alert_name': name,
+        'status': status,
+        'alert_priority': settings.alert_priority,
+        'alert_id': unit.alert_id,
+        'description': description,
+        'alert_url': settings.alert_url,
+        'metric_name': METRIC_NAME,
+        'resource_id': resource_id,
+        'resource_name': resource_name,
+        'resource_type': settings.resource_type or resource_type,
+        'run_book_url': settings.run_book_url,
+    })
+
+
+def _trim(text: str, limit: int) -> str:
+    text = ' '.join(text.split())
+    if limit > 0 and len(text) > limit:
+        return text[: max(limit - 3, 0)] + '...'
+    return text
