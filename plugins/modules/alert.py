@@ -84,7 +84,7 @@ options:
       - The identifier Temperstack groups an alert's notifications under; an V(OK) resolves the V(Alarm)
         with the same O(alert_id).
       - If not set, a stable identifier is derived from O(alert_name) and O(resource_id), sent, and returned,
-        so that repeated runs address the same alert. It looks like V(ansible-disk-full-web01-3f1c2a9b0d4e):
+        so that repeated runs address the same alert. It looks like V(ansible-disk-full-web01-3f1c2a9b0d4e),
         a readable part, then a hash of both values. Changing O(alert_name) therefore addresses a different
         alert; set O(alert_id) explicitly when the name should be free to change.
     type: str
