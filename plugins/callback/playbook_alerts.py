@@ -166,7 +166,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint imp
     resolve_endpoint,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import OutboxSender
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import DeliveryProcess
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import (
     NO_LOG_MESSAGE,
     AlertSettings,
@@ -193,7 +193,7 @@ class CallbackModule(CallbackBase):
         self._play: t.Any = None
         self._settings = AlertSettings()
         self._ledger: Ledger | None = None
-        self._sender: OutboxSender | None = None
+        self._sender: DeliveryProcess | None = None
         self._endpoint_key = ''
         self._flush_timeout = 30.0
         self._configured = False
@@ -241,9 +241,10 @@ class CallbackModule(CallbackBase):
         self._ledger = Ledger(self.get_option('ledger_path'), warn=self._display.warning)
         self._endpoint_key = endpoint.ledger_key
         self._flush_timeout = float(self.get_option('flush_timeout'))
-        self._sender = OutboxSender(client, self._ledger.path)
-        # What earlier runs could not deliver goes first.
-        self._sender.start()
+        self._sender = DeliveryProcess(client, self._ledger.path, self._flush_timeout)
+        if self._ledger.pending(self._endpoint_key):
+            # What earlier runs could not deliver goes first, before this run's own alerts.
+            self._sender.notify()
 
     def _disable(self, reason: str) -> None:
         self.disabled = True
@@ -298,7 +299,7 @@ class CallbackModule(CallbackBase):
             self._queue_alarms(self._book.plays)
         if not _narrowed_run():
             self._queue_recoveries()
-        self._report(self._sender.flush(self._flush_timeout))
+        self._report(self._sender.flush())
 
     # -- decisions ---------------------------------------------------------------------------------
 

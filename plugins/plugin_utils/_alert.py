@@ -113,7 +113,9 @@ def derive_alert_id(*parts: str | None, prefix: str = 'ansible', salt: str = 'al
     when their slugs collide or are cut short. ``salt`` keeps the module's and the callback's ids apart.
     """
     given = [part for part in parts if part is not None]
-    digest = hashlib.sha256('\x1f'.join([salt] + given).encode('utf-8', 'surrogatepass')).hexdigest()[:12]
+    # JSON keeps the parts apart; joined with a separator, ('a<sep>b',) and ('a', 'b') would share an id.
+    encoded = json.dumps([salt] + given, ensure_ascii=False)
+    digest = hashlib.sha256(encoded.encode('utf-8', 'surrogatepass')).hexdigest()[:12]
     slug = '-'.join(filter(None, (_slug(part) for part in [prefix] + given)))
     room = ALERT_ID_MAX_CHARS - len(digest) - 1
     return f'{slug[:room].rstrip("-")}-{digest}'
