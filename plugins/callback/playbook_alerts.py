@@ -239,6 +239,7 @@ class CallbackModule(CallbackBase):
             ca_path=self.get_option('ca_path'),
         )
         self._ledger = Ledger(self.get_option('ledger_path'), warn=self._display.warning)
+        self._ledger.prune_if_due()
         self._endpoint_key = endpoint.ledger_key
         self._flush_timeout = float(self.get_option('flush_timeout'))
         self._sender = DeliveryProcess(client, self._ledger.path, self._flush_timeout)

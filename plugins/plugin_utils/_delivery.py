@@ -49,12 +49,24 @@ def deliver(
         return Outcome(alert, previous, changed=wanted)
 
     with ledger.claim(endpoint.ledger_key, alert.alert_id, lease=claim_lease(client)) as current:
+        if current is not None and current.pending:
+            # The callback queued this alert and could not deliver it yet: it goes first, so that an OK
+            # never reaches Temperstack before the Alarm it resolves.
+            current = _deliver_queued(alert.alert_id, endpoint, ledger, client)
         # Another fork may have sent this very alert while we waited for the claim.
         if not force and not is_news(alert, current):
             return Outcome(alert, current, changed=False)
         delivery = client.send(alert.payload)
         ledger.record(endpoint.ledger_key, alert)
     return Outcome(alert, current, True, True, delivery.http_status, delivery.attempts)
+
+
+def _deliver_queued(alert_id: str, endpoint: Endpoint, ledger: Ledger, client: TemperstackClient) -> Record | None:
+    for queued in ledger.pending(endpoint.ledger_key):
+        if queued.alert.alert_id == alert_id:
+            client.send(queued.alert.payload)
+            ledger.delivered(endpoint.ledger_key, queued)
+    return ledger.lookup(endpoint.ledger_key, alert_id)
 
 
 def claim_lease(client: TemperstackClient) -> float:
