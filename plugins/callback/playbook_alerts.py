@@ -38,7 +38,7 @@ description:
     by the next run with the same endpoint, so an V(OK) never reaches Temperstack before its V(Alarm).
   - Without a configured endpoint the callback disables itself with one warning.
 author:
-  - Temperstack alerting collection contributors
+  - Temperstack alerting maintainers (@temperstack)
 requirements:
   - Enable it in C(ansible.cfg) (C(callbacks_enabled = temperstack.alerting.playbook_alerts) under C([defaults]))
     or with E(ANSIBLE_CALLBACKS_ENABLED=temperstack.alerting.playbook_alerts).
@@ -176,9 +176,6 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units im
     ok_for,
 )
 
-_META_ACTIONS = frozenset(('meta', 'ansible.builtin.meta', 'ansible.legacy.meta'))
-_CUTTING_META = frozenset(('end_play', 'end_host', 'end_batch'))
-
 
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
@@ -257,12 +254,23 @@ class CallbackModule(CallbackBase):
         self._playbook = getattr(playbook, '_file_name', '') or ''
 
     def v2_playbook_on_play_start(self, play: t.Any) -> None:
-        self._finish_play()
+        self._note_removed_hosts()
+        uuid = getattr(play, '_uuid', None)
+        same_play = uuid is not None and uuid == getattr(self._play, '_uuid', None)
         self._play = play
+        if same_play:
+            # Ansible starts a play again for each of its serial batches; it is still the same unit.
+            return
+        self._finish_play()
         self._book.start_play(self._playbook, play.name or '')
 
-    def v2_playbook_on_task_start(self, task: t.Any, is_conditional: t.Any) -> None:
-        if task.action in _META_ACTIONS and str(task.args.get('_raw_params', '')).strip() in _CUTTING_META:
+    def _note_removed_hosts(self) -> None:
+        # Ansible takes a host out of the play (what ansible_play_hosts leaves out) when it fails, and when
+        # meta end_host/end_play/end_batch, any_errors_fatal or max_fail_percentage stop it early. A host
+        # taken out without a failure of its own did not run to the end. A meta task that was skipped by
+        # its condition takes no host out, so it does not count.
+        removed = set(getattr(self._play, '_removed_hosts', None) or ())
+        if removed - {host for play in self._book.plays for host in play.failures}:
             self._book.cut_short()
 
     def v2_playbook_on_no_hosts_remaining(self) -> None:
@@ -293,6 +301,7 @@ class CallbackModule(CallbackBase):
         self._book.host_failed(host, _task_name(result), _error_message(result), unreachable=True)
 
     def v2_playbook_on_stats(self, stats: t.Any) -> None:
+        self._note_removed_hosts()
         self._finish_play()
         if self._sender is None:
             return

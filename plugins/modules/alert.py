@@ -22,7 +22,7 @@ description:
   - Every option except the connection options is one of the fields of Temperstack's webhook API, under the
     same name. Only these fields are ever sent, unset ones are left out, and every value is sent as a string.
 author:
-  - Temperstack alerting collection contributors
+  - Temperstack alerting maintainers (@temperstack)
 extends_documentation_fragment:
   - temperstack.alerting.connection
 attributes:

@@ -96,9 +96,9 @@ class TemperstackClient:
 
     def send(self, payload: t.Mapping[str, str]) -> Delivery:
         body = json.dumps(payload, ensure_ascii=False).encode('utf-8', 'surrogatepass')
-        last: _Retryable | None = None
+        last = _Retryable('no attempt was made')
         for attempt in range(1, self.max_attempts + 1):
-            if last is not None:
+            if attempt > 1:
                 self._sleep(self._backoff(attempt - 1, last.retry_after))
             try:
                 status, text = self._post(body)
@@ -109,7 +109,6 @@ class TemperstackClient:
                 exc.attempts = attempt
                 raise
             return Delivery(status, attempt, text)
-        assert last is not None
         raise DeliveryError(
             f'could not deliver to {self.endpoint.masked_url} after {self.max_attempts} '
             f'attempt{"s" if self.max_attempts > 1 else ""}: {last.reason}',

@@ -170,7 +170,10 @@ class DeliveryProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             out, err = process.communicate()
-        return self._report(out, err)
+        report = self._report(out, err)
+        # ansible-playbook a.yml b.yml flushes after each playbook: the next notify() starts a new process.
+        self._process = None
+        return report
 
     def _spawn(self) -> subprocess.Popen:
         env = dict(os.environ)
@@ -185,7 +188,6 @@ class DeliveryProcess:
             # Ctrl-C stops the playbook, not the delivery of what it has already queued.
             start_new_session=True,
         )
-        assert process.stdin is not None
         process.stdin.write(json.dumps(self._settings).encode('utf-8') + b'\n')
         process.stdin.flush()
         return process
