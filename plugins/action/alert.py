@@ -90,7 +90,9 @@ class ActionModule(ActionBase):
         with Ledger(ledger_path, warn=warnings.append, create=not check_mode) as ledger:
             if not check_mode:
                 ledger.prune_if_due()
-            return deliver(alert, endpoint, ledger, client, force=args['force'], check_mode=check_mode)
+            return deliver(
+                alert, endpoint, ledger, client, force=args['force'], check_mode=check_mode, warn=warnings.append
+            )
 
 
 def _outcome_result(outcome: Outcome, diff: bool) -> dict[str, t.Any]:

@@ -118,7 +118,9 @@ def derive_alert_id(*parts: str | None, prefix: str = 'ansible', salt: str = 'al
     digest = hashlib.sha256(encoded.encode('utf-8', 'surrogatepass')).hexdigest()[:12]
     slug = '-'.join(filter(None, (_slug(part) for part in [prefix] + given)))
     room = ALERT_ID_MAX_CHARS - len(digest) - 1
-    return f'{slug[:room].rstrip("-")}-{digest}'
+    readable = slug[:room].rstrip('-')
+    # Names with no letter or digit in them (all punctuation or non-Latin script) leave only the hash.
+    return f'{readable}-{digest}' if readable else digest
 
 
 def _slug(text: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import typing as t
 
 from ._alert import Alert
-from ._client import RETRY_AFTER_CAP, TemperstackClient
+from ._client import RETRY_AFTER_CAP, Delivery, DeliveryError, TemperstackClient
 from ._endpoint import Endpoint
 from ._ledger import Ledger, Record
 
@@ -38,35 +38,70 @@ def deliver(
     client: TemperstackClient,
     force: bool = False,
     check_mode: bool = False,
+    warn: t.Callable[[str], None] | None = None,
 ) -> Outcome:
     """Send ``alert`` if it is news (or ``force``), and record it once Temperstack acknowledged it.
 
     Raises ``DeliveryError`` when Temperstack did not acknowledge it; the ledger is then unchanged.
     """
     previous = ledger.lookup(endpoint.ledger_key, alert.alert_id)
-    wanted = force or is_news(alert, previous)
+    # An entry the callback queued but could not deliver is what Temperstack is about to hold, not what it
+    # holds: the task delivers it, and its own alert if that still differs.
+    wanted = force or is_news(alert, previous) or (previous is not None and previous.pending)
     if check_mode or not wanted:
         return Outcome(alert, previous, changed=wanted)
 
     with ledger.claim(endpoint.ledger_key, alert.alert_id, lease=claim_lease(client)) as current:
+        queued_delivery = None
         if current is not None and current.pending:
-            # The callback queued this alert and could not deliver it yet: it goes first, so that an OK
-            # never reaches Temperstack before the Alarm it resolves.
-            current = _deliver_queued(alert.alert_id, endpoint, ledger, client)
+            # Oldest first, so that an OK never reaches Temperstack before the Alarm it resolves.
+            queued_delivery = deliver_queued(ledger, client, alert_id=alert.alert_id, on_dropped=warn)
+            current = ledger.lookup(endpoint.ledger_key, alert.alert_id)
         # Another fork may have sent this very alert while we waited for the claim.
         if not force and not is_news(alert, current):
+            if queued_delivery is not None:
+                return Outcome(alert, previous, True, True, queued_delivery.http_status, queued_delivery.attempts)
             return Outcome(alert, current, changed=False)
         delivery = client.send(alert.payload)
         ledger.record(endpoint.ledger_key, alert)
     return Outcome(alert, current, True, True, delivery.http_status, delivery.attempts)
 
 
-def _deliver_queued(alert_id: str, endpoint: Endpoint, ledger: Ledger, client: TemperstackClient) -> Record | None:
-    for queued in ledger.pending(endpoint.ledger_key):
-        if queued.alert.alert_id == alert_id:
-            client.send(queued.alert.payload)
-            ledger.delivered(endpoint.ledger_key, queued)
-    return ledger.lookup(endpoint.ledger_key, alert_id)
+def deliver_queued(
+    ledger: Ledger,
+    client: TemperstackClient,
+    alert_id: str | None = None,
+    on_sent: t.Callable[[Alert], None] | None = None,
+    on_dropped: t.Callable[[str], None] | None = None,
+) -> Delivery | None:
+    """Deliver the outbox of the client's endpoint (only ``alert_id``'s entries, if given), oldest first.
+
+    Stops at the first alert that cannot be delivered by raising its ``DeliveryError``, so nothing
+    overtakes it. An alert Temperstack refuses with HTTP 400 would be refused however often it is sent,
+    and would block everything queued behind it: it is dropped and ``on_dropped`` is told why.
+    """
+    endpoint_key = client.endpoint.ledger_key
+    last = None
+    for queued in ledger.pending(endpoint_key):
+        if alert_id is not None and queued.alert.alert_id != alert_id:
+            continue
+        try:
+            last = client.send(queued.alert.payload)
+        except DeliveryError as exc:
+            if exc.http_status != 400:
+                raise DeliveryError(
+                    f'{queued.alert.status} for {queued.alert.alert_id} was not delivered: {exc.message}',
+                    exc.http_status,
+                    exc.attempts,
+                ) from None
+            ledger.discard(queued)
+            if on_dropped is not None:
+                on_dropped(f'{queued.alert.status} for {queued.alert.alert_id} was refused and dropped: {exc.message}')
+            continue
+        ledger.delivered(endpoint_key, queued)
+        if on_sent is not None:
+            on_sent(queued.alert)
+    return last
 
 
 def claim_lease(client: TemperstackClient) -> float:

@@ -146,11 +146,22 @@ class Ledger:
 
     def _prepare_directory(self) -> None:
         directory = os.path.dirname(self.path)
-        if os.path.isdir(directory):
-            return
+        missing = []
+        parent = directory
+        while not os.path.isdir(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            os.chmod(directory, 0o700)
+            # Every directory made here is private, not only the last one: makedirs() would give the
+            # parents the umask's mode, and a world-writable parent lets others swap the ledger's directory.
+            for path in reversed(missing):
+                try:
+                    os.mkdir(path, 0o700)
+                except FileExistsError:
+                    if not os.path.isdir(path):
+                        raise
+                    continue  # made by another process at the same moment
+                os.chmod(path, 0o700)  # mkdir() applied the umask
         except OSError as exc:
             raise LedgerError(f'cannot create the ledger directory {directory}: {exc.strerror or exc}') from None
 

@@ -23,7 +23,9 @@ import sys
 import threading
 import typing as t
 
+from ._alert import Alert
 from ._client import DeliveryError, TemperstackClient
+from ._delivery import deliver_queued
 from ._endpoint import Endpoint
 from ._ledger import Ledger, LedgerError
 
@@ -93,25 +95,17 @@ class OutboxSender:
 
     def _drain(self, ledger: Ledger) -> None:
         try:
-            for queued in ledger.pending(self._endpoint.ledger_key):
-                try:
-                    self._client.send(queued.alert.payload)
-                except DeliveryError as exc:
-                    if exc.http_status == 400:
-                        # Temperstack will refuse this body however often it is sent; keeping it would
-                        # block every alert queued behind it.
-                        ledger.discard(queued)
-                        self._fail(f'{queued.alert.status} for {queued.alert.alert_id} was refused and dropped: {exc.message}')
-                        continue
-                    self._blocked = True
-                    self._fail(f'{queued.alert.status} for {queued.alert.alert_id} was not delivered: {exc.message}')
-                    return
-                ledger.delivered(self._endpoint.ledger_key, queued)
-                with self._lock:
-                    self.sent.append(queued.alert.status)
+            deliver_queued(ledger, self._client, on_sent=self._sent, on_dropped=self._fail)
+        except DeliveryError as exc:
+            self._blocked = True
+            self._fail(exc.message)
         except LedgerError as exc:
             self._blocked = True
             self._fail(str(exc))
+
+    def _sent(self, alert: Alert) -> None:
+        with self._lock:
+            self.sent.append(alert.status)
 
     def _fail(self, message: str) -> None:
         with self._lock:

@@ -1,0 +1,340 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from unittest.mock import MagicMock
+
+import pytest
+from ansible.errors import AnsibleActionFail
+from ansible.parsing.dataloader import DataLoader
+from ansible.playbook.play_context import PlayContext
+from ansible.playbook.task import Task
+
+from ansible_collections.temperstack.alerting.plugins.action import alert as alert_action
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import derive_alert_id
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK, resolve_endpoint
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
+
+RESULT_KEYS = {'changed', 'alert_id', 'status', 'previous_status', 'sent', 'payload', 'http_status', 'attempts', 'msg'}
+
+
+@pytest.fixture
+def task_args(webhook_url, ledger_path):
+    return {
+        'webhook_url': webhook_url,
+        'ledger_path': ledger_path,
+        'alert_name': 'Disk almost full',
+        'status': 'Alarm',
+        'alert_priority': 'critical',
+        'resource_id': 'web01',
+        'description': '/var is 93% full',
+    }
+
+
+@pytest.fixture
+def run_task(monkeypatch, opener, sleeps):
+    """Run the action plugin once, as the task executor would, with the fake opener behind the client."""
+    monkeypatch.setattr(
+        alert_action,
+        'TemperstackClient',
+        functools.partial(TemperstackClient, opener=opener, sleep=sleeps.append, jitter=lambda: 0.5),
+    )
+
+    def run(args, check_mode=False, diff=False):
+        task = MagicMock(Task)
+        task.args = dict(args)
+        task.action = 'temperstack.alerting.alert'
+        task.async_val = 0
+        task.check_mode = check_mode
+        task.diff = diff
+        connection = MagicMock()
+        connection._shell.tmpdir = None  # pylint: disable=protected-access
+        plugin = alert_action.ActionModule(
+            task, connection, PlayContext(), loader=DataLoader(), templar=None, shared_loader_obj=None
+        )
+        return plugin.run(task_vars={})
+
+    return run
+
+
+def recorded(ledger_path, endpoint, alert_id):
+    with Ledger(ledger_path, create=False) as ledger:
+        return ledger.lookup(endpoint.ledger_key, alert_id)
+
+
+# -- sending and idempotency ----------------------------------------------------------------------
+
+
+def test_first_run_sends(run_task, task_args, opener, endpoint, ledger_path):
+    result = run_task(task_args)
+
+    alert_id = derive_alert_id('Disk almost full', 'web01')
+    payload = {
+        'alert_name': 'Disk almost full',
+        'status': 'Alarm',
+        'alert_priority': 'Critical',
+        'alert_id': alert_id,
+        'description': '/var is 93% full',
+        'resource_id': 'web01',
+    }
+    assert set(result) == RESULT_KEYS
+    assert result['changed'] is True
+    assert result['sent'] is True
+    assert result['alert_id'] == alert_id
+    assert result['status'] == 'Alarm'
+    assert result['previous_status'] is None
+    assert result['payload'] == payload
+    assert result['http_status'] == 200
+    assert result['attempts'] == 1
+    assert result['msg'] == f'Alarm sent for alert {alert_id}'
+    assert 'failed' not in result
+
+    [call] = opener.calls
+    assert call.url == endpoint.url
+    assert call.json == payload
+    assert recorded(ledger_path, endpoint, alert_id).status == 'Alarm'
+
+
+def test_second_run_is_idempotent(run_task, task_args, opener):
+    first = run_task(task_args)
+    second = run_task(task_args)
+
+    assert len(opener.calls) == 1
+    assert second['changed'] is False
+    assert second['sent'] is False
+    assert second['previous_status'] == 'Alarm'
+    assert second['status'] == 'Alarm'
+    assert second['alert_id'] == first['alert_id']
+    assert second['payload'] == first['payload']
+    assert (second['http_status'], second['attempts']) == (None, 0)
+    assert 'already holds Alarm' in second['msg']
+
+
+def test_status_any_case_is_the_same_alert(run_task, task_args, opener):
+    run_task(task_args)
+    assert run_task(dict(task_args, status='ALARM', alert_priority='CRITICAL'))['changed'] is False
+    assert len(opener.calls) == 1
+
+
+def test_resolving_sends_ok(run_task, task_args, opener):
+    run_task(task_args)
+    result = run_task(dict(task_args, status='ok'))
+    assert (result['changed'], result['sent'], result['status'], result['previous_status']) == (True, True, 'OK', 'Alarm')
+    assert [body['status'] for body in opener.bodies] == ['Alarm', 'OK']
+    assert run_task(dict(task_args, status='OK'))['changed'] is False
+
+
+def test_changed_payload_is_sent(run_task, task_args, opener):
+    run_task(task_args)
+    result = run_task(dict(task_args, description='/var is 99% full'))
+    assert result['changed'] is True
+    assert opener.bodies[-1]['description'] == '/var is 99% full'
+
+
+def test_force_sends_again(run_task, task_args, opener):
+    run_task(task_args)
+    result = run_task(dict(task_args, force=True))
+    assert (result['changed'], result['sent'], result['previous_status']) == (True, True, 'Alarm')
+    assert len(opener.calls) == 2
+
+
+def test_distinct_resources_are_distinct_alerts(run_task, task_args, opener):
+    first = run_task(task_args)
+    second = run_task(dict(task_args, resource_id='web02'))
+    assert first['alert_id'] != second['alert_id']
+    assert second['changed'] is True
+    assert len(opener.calls) == 2
+
+
+def test_numbers_are_sent_as_strings(run_task, task_args, opener):
+    result = run_task(dict(task_args, resource_id=42, metric_name=3.5, alert_id=1001))
+    assert result['payload']['resource_id'] == '42'
+    assert result['payload']['metric_name'] == '3.5'
+    assert result['alert_id'] == '1001'
+    assert all(isinstance(value, str) for value in opener.bodies[0].values())
+
+
+def test_connection_options_reach_open_url(run_task, task_args, opener, tmp_path):
+    ca_path = tmp_path / 'ca.pem'
+    run_task(dict(task_args, timeout=4, retries=0, validate_certs=False, ca_path=str(ca_path)))
+    kwargs = opener.calls[0].kwargs
+    assert (kwargs['timeout'], kwargs['validate_certs'], kwargs['ca_path']) == (4, False, str(ca_path))
+    assert kwargs['follow_redirects'] == 'none'
+
+
+def test_endpoint_and_ledger_from_environment(run_task, task_args, opener, monkeypatch, api_key, tmp_path):
+    ledger_path = tmp_path / 'env-ledger' / 'ledger.sqlite3'
+    monkeypatch.setenv('TEMPERSTACK_API_KEY', api_key)
+    monkeypatch.setenv('TEMPERSTACK_ORG', 'acme')
+    monkeypatch.setenv('TEMPERSTACK_LEDGER_PATH', str(ledger_path))
+    args = {name: value for name, value in task_args.items() if name not in ('webhook_url', 'ledger_path')}
+
+    assert run_task(args)['sent'] is True
+    assert opener.calls[0].url == f'https://acme.temperstack.com/api/integration/webhook/{api_key}'
+    assert ledger_path.is_file()
+    assert run_task(args)['changed'] is False
+
+
+def test_default_ledger_under_home(run_task, task_args, isolated_environment):
+    args = dict(task_args)
+    del args['ledger_path']
+    run_task(args)
+    assert (isolated_environment / '.ansible' / 'temperstack' / 'ledger.sqlite3').is_file()
+
+
+# -- check mode and diff --------------------------------------------------------------------------
+
+
+def test_check_mode_sends_nothing_and_creates_no_ledger(run_task, task_args, opener, ledger_path):
+    result = run_task(task_args, check_mode=True)
+    assert (result['changed'], result['sent'], result['http_status'], result['attempts']) == (True, False, None, 0)
+    assert result['previous_status'] is None
+    assert 'would be sent' in result['msg']
+    assert opener.calls == []
+    assert not os.path.exists(os.path.dirname(ledger_path))
+
+
+def test_check_mode_with_existing_ledger(run_task, task_args, opener, ledger_path, endpoint):
+    run_task(task_args)
+    alert_id = derive_alert_id('Disk almost full', 'web01')
+
+    same = run_task(task_args, check_mode=True)
+    resolve = run_task(dict(task_args, status='OK'), check_mode=True)
+
+    assert (same['changed'], same['sent']) == (False, False)
+    assert (resolve['changed'], resolve['sent'], resolve['previous_status']) == (True, False, 'Alarm')
+    assert len(opener.calls) == 1
+    assert recorded(ledger_path, endpoint, alert_id).status == 'Alarm'
+
+
+def test_diff_on_first_run(run_task, task_args):
+    result = run_task(task_args, diff=True)
+    diff = result['diff']
+    assert diff['before'] == {}
+    assert diff['after'] == {'status': 'Alarm', 'payload': result['payload']}
+    assert result['alert_id'] in diff['before_header'] and result['alert_id'] in diff['after_header']
+
+
+def test_diff_before_and_after(run_task, task_args):
+    first = run_task(task_args)
+    unchanged = run_task(task_args, diff=True)
+    assert unchanged['diff']['before'] == unchanged['diff']['after'] == {'status': 'Alarm', 'payload': first['payload']}
+
+    resolved = run_task(dict(task_args, status='OK'), diff=True, check_mode=True)
+    assert resolved['diff']['before'] == {'status': 'Alarm', 'payload': first['payload']}
+    assert resolved['diff']['after']['status'] == 'OK'
+    assert resolved['diff']['after']['payload']['status'] == 'OK'
+
+
+def test_no_diff_unless_asked(run_task, task_args):
+    assert 'diff' not in run_task(task_args)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ('change', 'expected'),
+    [
+        ({'status': 'Firing'}, "status must be one of Alarm, OK (any letter case), got 'Firing'"),
+        ({'alert_priority': 'High'}, "alert_priority must be one of Critical, Medium (any letter case), got 'High'"),
+        ({'status': None}, 'status is required and must not be empty'),
+        ({'alert_name': ''}, 'alert_name is required and must not be empty'),
+        ({'alert_name': ['a', 'list']}, 'alert_name must be a string, got a list'),
+        ({'description': {'a': 'dict'}}, 'description must be a string, got a dictionary'),
+        ({'resource_id': True}, 'resource_id must be a string, got a boolean'),
+        ({'alert_url': 'ftp://example.com/x'}, "alert_url must be an http:// or https:// URL, got 'ftp://example.com/x'"),
+        ({'run_book_url': 'wiki/page'}, "run_book_url must be an http:// or https:// URL, got 'wiki/page'"),
+        ({'timeout': 0}, 'timeout must be a positive number of seconds, got 0'),
+        ({'retries': -1}, 'retries must be between 0 and 10, got -1'),
+        ({'retries': 11}, 'retries must be between 0 and 10, got 11'),
+        ({'webhook_url': None}, 'no Temperstack endpoint is configured'),
+        ({'api_key': 'k', 'org': 'acme'}, 'webhook_url and api_key, org are mutually exclusive'),
+        ({'webhook_url': 'https://acme.temperstack.com/wrong/path'}, 'webhook_url must be the integration URL'),
+    ],
+)
+def test_bad_input_fails_before_any_request(run_task, task_args, opener, ledger_path, change, expected):
+    result = run_task(dict(task_args, **change))
+    assert result['failed'] is True
+    assert expected in result['msg']
+    assert (result['sent'], result['http_status'], result['attempts']) == (False, None, 0)
+    assert opener.calls == []
+    assert not os.path.exists(ledger_path)
+
+
+@pytest.mark.parametrize(
+    ('change', 'option'),
+    [({'timeout': 'soon'}, 'timeout'), ({'force': 'maybe'}, 'force'), ({'validate_certs': 'perhaps'}, 'validate_certs')],
+)
+def test_wrong_option_types_rejected_by_the_argument_spec(run_task, task_args, opener, change, option):
+    with pytest.raises(AnsibleActionFail, match=option):
+        run_task(dict(task_args, **change))
+    assert opener.calls == []
+
+
+def test_unknown_option_rejected(run_task, task_args, opener):
+    with pytest.raises(AnsibleActionFail, match='alert_title'):
+        run_task(dict(task_args, alert_title='typo'))
+    assert opener.calls == []
+
+
+# -- delivery failures ----------------------------------------------------------------------------
+
+
+def test_rejected_key_fails_without_recording(run_task, task_args, opener, api_key, ledger_path, endpoint):
+    opener.http_error(401, f'unknown hook {task_args["webhook_url"]}')
+    result = run_task(task_args)
+
+    assert result['failed'] is True
+    assert result['msg'].startswith('the integration key was rejected')
+    assert 'HTTP 401' in result['msg'] and MASK in result['msg']
+    assert (result['sent'], result['http_status'], result['attempts']) == (False, 401, 1)
+    assert api_key not in json.dumps(result)
+    assert recorded(ledger_path, endpoint, derive_alert_id('Disk almost full', 'web01')) is None
+
+    # Nothing was recorded, so the next run tries again.
+    assert run_task(task_args)['sent'] is True
+
+
+def test_retries_then_fails(run_task, task_args, opener, sleeps, api_key):
+    opener.http_error(503, 'maintenance', times=3)
+    result = run_task(dict(task_args, retries=2))
+    assert result['failed'] is True
+    assert (result['http_status'], result['attempts']) == (503, 3)
+    assert 'after 3 attempts' in result['msg'] and 'HTTP 503: maintenance' in result['msg']
+    assert len(sleeps) == 2
+    assert api_key not in json.dumps(result)
+
+
+def test_retries_then_succeeds(run_task, task_args, opener):
+    opener.http_error(429, headers={'Retry-After': '1'}).respond(200)
+    result = run_task(task_args)
+    assert (result['changed'], result['sent'], result['http_status'], result['attempts']) == (True, True, 200, 2)
+
+
+def test_key_never_in_a_successful_result(run_task, task_args, api_key):
+    assert api_key not in json.dumps(run_task(task_args))
+
+
+def test_corrupt_ledger_is_a_warning(run_task, task_args, ledger_path):
+    os.makedirs(os.path.dirname(ledger_path))
+    with open(ledger_path, 'wb') as handle:
+        handle.write(b'garbage' * 1000)
+    result = run_task(task_args)
+    assert result['sent'] is True
+    [warning] = result['warnings']
+    assert 'could not be read' in warning and ledger_path in warning
+
+
+def test_endpoint_options_from_module_defaults_style_args(run_task, task_args, opener, api_key):
+    # module_defaults only adds task args; api_key + org work as well as webhook_url.
+    args = dict(task_args, api_key=api_key, org='acme')
+    del args['webhook_url']
+    run_task(args)
+    assert opener.calls[0].url == resolve_endpoint({'api_key': api_key, 'org': 'acme'}, environ={}).url

@@ -1,0 +1,365 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import pathlib
+import random
+import socket
+import ssl
+import time
+from urllib.error import HTTPError, URLError
+
+import pytest
+import yaml
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import SSLValidationError, open_url
+
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
+    BACKOFF_CAP,
+    COLLECTION_VERSION,
+    MAX_RESPONSE_CHARS,
+    RETRY_AFTER_CAP,
+    USER_AGENT,
+    Delivery,
+    DeliveryError,
+    TemperstackClient,
+)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK
+
+COLLECTION_ROOT = pathlib.Path(__file__).resolve().parents[4]
+
+PAYLOAD = {'alert_name': 'Disk almost full', 'status': 'Alarm', 'alert_id': 'disk-web01', 'description': 'Grüße 💥'}
+
+RETRYABLE = [
+    pytest.param(lambda o: o.raise_(URLError(ConnectionRefusedError(111, 'Connection refused'))), id='connection-refused'),
+    pytest.param(lambda o: o.raise_(URLError('[Errno -2] Name or service not known')), id='dns'),
+    pytest.param(lambda o: o.raise_(socket.timeout('timed out')), id='socket-timeout'),
+    pytest.param(lambda o: o.raise_(TimeoutError('timed out')), id='timeout-error'),
+    pytest.param(lambda o: o.raise_(URLError(socket.timeout('timed out'))), id='urlerror-timeout'),
+    pytest.param(lambda o: o.raise_(ConnectionResetError(104, 'Connection reset by peer')), id='connection-reset'),
+    pytest.param(lambda o: o.raise_(http.client.RemoteDisconnected('Remote end closed connection')), id='remote-disconnected'),
+    pytest.param(lambda o: o.raise_(http.client.IncompleteRead(b'')), id='incomplete-read'),
+    pytest.param(lambda o: o.raise_(UrlsConnectionError('Failed to connect')), id='urls-connection-error'),
+    pytest.param(lambda o: o.http_error(429, 'slow down'), id='429'),
+    pytest.param(lambda o: o.http_error(500, 'internal error'), id='500'),
+    pytest.param(lambda o: o.http_error(502, 'bad gateway'), id='502'),
+    pytest.param(lambda o: o.http_error(503, 'unavailable'), id='503'),
+    pytest.param(lambda o: o.http_error(504, 'gateway timeout'), id='504'),
+]
+
+
+@pytest.fixture
+def make_client(endpoint, opener, sleeps):
+    """A client on the test endpoint with the fake opener, recorded sleeps and a fixed jitter."""
+
+    def make(**kwargs):
+        kwargs.setdefault('opener', opener)
+        kwargs.setdefault('sleep', sleeps.append)
+        kwargs.setdefault('jitter', lambda: 0.5)
+        return TemperstackClient(endpoint, **kwargs)
+
+    return make
+
+
+def send_error(client, payload=None) -> DeliveryError:
+    with pytest.raises(DeliveryError) as info:
+        client.send(payload or PAYLOAD)
+    assert client.endpoint.url not in info.value.message
+    assert str(info.value) == info.value.message
+    return info.value
+
+
+# -- the request ----------------------------------------------------------------------------------
+
+
+def test_posts_the_payload_as_json(make_client, opener, endpoint, sleeps):
+    delivery = make_client().send(PAYLOAD)
+
+    assert delivery == Delivery(200, 1, '{"result":"ok"}')
+    assert sleeps == []
+    [call] = opener.calls
+    assert call.url == endpoint.url
+    assert call.kwargs['method'] == 'POST'
+    assert isinstance(call.kwargs['data'], bytes)
+    assert json.loads(call.kwargs['data'].decode('utf-8')) == PAYLOAD
+    assert call.kwargs['headers']['Content-Type'] == 'application/json'
+    assert call.kwargs['follow_redirects'] == 'none'
+
+
+def test_http_agent_names_the_collection_and_its_version(make_client, opener):
+    make_client().send(PAYLOAD)
+    agent = opener.calls[0].kwargs['http_agent']
+    assert agent == USER_AGENT
+    assert f'temperstack.alerting/{COLLECTION_VERSION}' in agent
+    assert 'ansible-core' in agent
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'expected'),
+    [
+        ({}, {'timeout': 10, 'validate_certs': True, 'ca_path': None}),
+        ({'timeout': 3, 'validate_certs': False, 'ca_path': '/etc/pki/ca.pem'}, {'timeout': 3, 'validate_certs': False, 'ca_path': '/etc/pki/ca.pem'}),
+    ],
+)
+def test_connection_settings_passed_to_open_url(make_client, opener, kwargs, expected):
+    make_client(**kwargs).send(PAYLOAD)
+    passed = opener.calls[0].kwargs
+    assert {name: passed[name] for name in expected} == expected
+
+
+def test_accepts_any_2xx(make_client, opener):
+    opener.respond(202, b'queued')
+    assert make_client().send(PAYLOAD) == Delivery(202, 1, 'queued')
+
+
+def test_default_opener_is_ansible_open_url(endpoint):
+    # Certificates, CA paths and proxies are then handled as in every other Ansible plugin.
+    client = TemperstackClient(endpoint)
+    assert client._opener is open_url  # pylint: disable=protected-access
+
+
+def test_collection_version_matches_galaxy_yml():
+    galaxy = yaml.safe_load((COLLECTION_ROOT / 'galaxy.yml').read_text(encoding='utf-8'))
+    assert (galaxy['namespace'], galaxy['name']) == ('temperstack', 'alerting')
+    assert COLLECTION_VERSION == str(galaxy['version'])
+
+
+# -- retries --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('fail', RETRYABLE)
+def test_retryable_failures_are_retried(make_client, opener, sleeps, fail):
+    fail(opener)
+    delivery = make_client(retries=1).send(PAYLOAD)
+    assert delivery.http_status == 200
+    assert delivery.attempts == 2
+    assert len(opener.calls) == 2
+    assert opener.bodies == [PAYLOAD, PAYLOAD]
+    assert len(sleeps) == 1
+
+
+def test_attempts_counted_across_mixed_failures(make_client, opener, sleeps):
+    (opener.raise_(URLError(ConnectionRefusedError(111, 'Connection refused')))
+     .raise_(socket.timeout('timed out'))
+     .http_error(503, 'unavailable')
+     .raise_(ConnectionResetError(104, 'reset'))
+     .http_error(429, 'slow down')
+     .respond(200, b'ok'))
+    delivery = make_client(retries=5).send(PAYLOAD)
+    assert delivery == Delivery(200, 6, 'ok')
+    assert len(sleeps) == 5
+
+
+def test_exponential_backoff_with_jitter(make_client, opener, sleeps):
+    opener.http_error(503, times=8)
+    error = send_error(make_client(retries=7, jitter=lambda: 0.5))
+    # ceiling 0.5, 1, 2, 4, 8 (capped), 8, 8 seconds; half fixed, half jitter (here 0.5 of the other half)
+    assert sleeps == [0.375, 0.75, 1.5, 3.0, 6.0, 6.0, 6.0]
+    assert error.attempts == 8
+
+
+@pytest.mark.parametrize(('jitter', 'factor'), [(0.0, 0.5), (1.0, 1.0)])
+def test_jitter_spreads_between_half_and_full_backoff(make_client, opener, sleeps, jitter, factor):
+    opener.http_error(503, times=6)
+    send_error(make_client(retries=5, jitter=lambda: jitter))
+    assert sleeps == [ceiling * factor for ceiling in (0.5, 1.0, 2.0, 4.0, BACKOFF_CAP)]
+
+
+def test_default_jitter_is_random_within_bounds(make_client, opener, sleeps):
+    opener.http_error(503, times=3)
+    send_error(make_client(retries=2, jitter=random.random))
+    assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
+
+
+@pytest.mark.parametrize('status', [429, 503])
+@pytest.mark.parametrize(('retry_after', 'delay'), [('7', 7.0), ('0', 0.0), (' 12 ', 12.0), ('3600', RETRY_AFTER_CAP)])
+def test_retry_after_seconds_honoured_and_capped(make_client, opener, sleeps, status, retry_after, delay):
+    opener.http_error(status, 'busy', headers={'Retry-After': retry_after})
+    assert make_client(retries=1).send(PAYLOAD).attempts == 2
+    assert sleeps == [delay]
+
+
+def test_retry_after_http_date_honoured(make_client, opener, sleeps):
+    opener.http_error(503, headers={'Retry-After': email.utils.formatdate(time.time() + 10, usegmt=True)})
+    make_client(retries=1).send(PAYLOAD)
+    [delay] = sleeps
+    assert 8.0 <= delay <= 10.0
+
+
+@pytest.mark.parametrize(('offset', 'expected'), [(-3600, 0.0), (86400, RETRY_AFTER_CAP)])
+def test_retry_after_http_date_in_past_or_far_future(make_client, opener, sleeps, offset, expected):
+    opener.http_error(429, headers={'Retry-After': email.utils.formatdate(time.time() + offset, usegmt=True)})
+    make_client(retries=1).send(PAYLOAD)
+    assert sleeps == [expected]
+
+
+@pytest.mark.parametrize('retry_after', ['soon', '-5', '1.5', ''])
+def test_unusable_retry_after_falls_back_to_backoff(make_client, opener, sleeps, retry_after):
+    opener.http_error(503, headers={'Retry-After': retry_after})
+    make_client(retries=1).send(PAYLOAD)
+    assert sleeps == [0.375]
+
+
+def test_gives_up_after_retries_with_status_and_answer(make_client, opener, sleeps):
+    opener.http_error(503, '{"error": "maintenance until 10:00"}', times=4)
+    error = send_error(make_client(retries=3))
+    assert error.http_status == 503
+    assert error.attempts == 4
+    assert len(opener.calls) == 4
+    assert len(sleeps) == 3
+    assert 'after 4 attempts' in error.message
+    assert 'HTTP 503' in error.message
+    assert 'maintenance until 10:00' in error.message
+    assert f'/api/integration/webhook/{MASK}' in error.message
+
+
+def test_gives_up_after_connection_errors_without_status(make_client, opener):
+    opener.raise_(URLError(ConnectionRefusedError(111, 'Connection refused')), times=3)
+    error = send_error(make_client(retries=2))
+    assert error.http_status is None
+    assert error.attempts == 3
+    assert 'Connection refused' in error.message
+
+
+def test_gives_up_after_timeouts(make_client, opener):
+    opener.raise_(socket.timeout('timed out'), times=2)
+    error = send_error(make_client(retries=1, timeout=4))
+    assert error.message.endswith('after 2 attempts: no answer within the 4 s timeout')
+
+
+@pytest.mark.parametrize('retries', [0, -1])
+def test_no_retries(make_client, opener, sleeps, retries):
+    opener.http_error(500, 'boom')
+    error = send_error(make_client(retries=retries))
+    assert error.attempts == 1
+    assert 'after 1 attempt:' in error.message
+    assert sleeps == []
+
+
+# -- final answers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('status', [401, 403, 404])
+def test_rejected_key_is_final(make_client, opener, sleeps, status):
+    opener.http_error(status, 'unknown integration')
+    error = send_error(make_client(retries=3))
+    assert error.http_status == status
+    assert error.attempts == 1
+    assert len(opener.calls) == 1
+    assert sleeps == []
+    assert error.message.startswith('the integration key was rejected by https://acme.temperstack.com/api/integration/webhook/')
+    assert f'HTTP {status}: unknown integration' in error.message
+
+
+@pytest.mark.parametrize('status', [400, 405, 409, 413, 422])
+def test_other_4xx_are_final(make_client, opener, sleeps, status):
+    opener.http_error(status, '{"error": "status must be Alarm or OK"}')
+    error = send_error(make_client(retries=3))
+    assert error.http_status == status
+    assert error.attempts == 1
+    assert len(opener.calls) == 1
+    assert sleeps == []
+    assert error.message == f'Temperstack refused the alert (HTTP {status}: {{"error": "status must be Alarm or OK"}})'
+
+
+def test_final_error_after_retries_counts_every_attempt(make_client, opener):
+    opener.http_error(503).raise_(socket.timeout()).http_error(400, 'bad body')
+    error = send_error(make_client(retries=5))
+    assert (error.http_status, error.attempts) == (400, 3)
+
+
+@pytest.mark.parametrize('status', [301, 302, 303, 307, 308])
+def test_redirect_is_final_and_names_the_masked_location(make_client, opener, api_key, sleeps, status):
+    location = f'https://acme-eu.temperstack.com/api/integration/webhook/{api_key}'
+    opener.http_error(status, f'moved to {location}', headers={'Location': location})
+    error = send_error(make_client(retries=3))
+    assert error.http_status == status
+    assert error.attempts == 1
+    assert sleeps == []
+    assert 'redirect' in error.message and f'HTTP {status}' in error.message
+    assert f'https://acme-eu.temperstack.com/api/integration/webhook/{MASK}' in error.message
+    assert api_key not in error.message
+
+
+def test_redirect_without_location(make_client, opener):
+    opener.http_error(302)
+    assert 'an unknown location' in send_error(make_client()).message
+
+
+@pytest.mark.parametrize(
+    'exc',
+    [
+        pytest.param(SSLValidationError('Failed to validate the SSL certificate for acme.temperstack.com:443'), id='ansible'),
+        pytest.param(ssl.SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed'), id='ssl'),
+        pytest.param(URLError(ssl.SSLCertVerificationError(1, 'certificate verify failed')), id='urlerror-ssl'),
+    ],
+)
+def test_tls_failure_is_final_and_explains_ca_path(make_client, opener, sleeps, exc):
+    opener.raise_(exc)
+    error = send_error(make_client(retries=3))
+    assert error.http_status is None
+    assert error.attempts == 1
+    assert sleeps == []
+    assert error.message.startswith('TLS verification of https://acme.temperstack.com/api/integration/webhook/')
+    assert 'ca_path' in error.message and 'validate_certs' in error.message
+
+
+# -- what errors show -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('status', [400, 404, 500])
+def test_key_never_in_error_even_when_echoed(make_client, opener, endpoint, api_key, status):
+    echo = f'no webhook at {endpoint.url} (key {api_key})'
+    opener.http_error(status, echo, times=2)
+    error = send_error(make_client(retries=1))
+    assert api_key not in error.message
+    assert f'HTTP {status}' in error.message
+    assert f'no webhook at https://acme.temperstack.com/api/integration/webhook/{MASK} (key {MASK})' in error.message
+
+
+def test_key_never_in_connection_error(make_client, opener, endpoint, api_key):
+    opener.raise_(URLError(f'cannot reach {endpoint.url}'))
+    error = send_error(make_client(retries=0))
+    assert api_key not in error.message
+    assert f'cannot reach https://acme.temperstack.com/api/integration/webhook/{MASK}' in error.message
+
+
+def test_key_never_in_tls_error(make_client, opener, endpoint, api_key):
+    opener.raise_(SSLValidationError(f'Failed to validate the SSL certificate for {endpoint.url}'))
+    assert api_key not in send_error(make_client()).message
+
+
+def test_key_never_in_success_response(make_client, opener, endpoint, api_key):
+    opener.respond(200, f'accepted for {endpoint.url}'.encode())
+    assert api_key not in make_client().send(PAYLOAD).response
+
+
+def test_long_answer_truncated_and_whitespace_collapsed(make_client, opener):
+    opener.http_error(400, '<html>\n  <body>\t' + 'x' * 5000 + '</body></html>')
+    message = send_error(make_client()).message
+    assert '<html> <body> xxx' in message
+    assert 'x' * (MAX_RESPONSE_CHARS + 1) not in message
+    assert message.endswith('...)')
+
+
+def test_undecodable_answer(make_client, opener):
+    opener.http_error(400, b'\xff\xfe bad \x00 bytes')
+    assert 'HTTP 400: ' in send_error(make_client()).message
+
+
+def test_unreadable_answer_keeps_the_status(make_client, opener, endpoint):
+    class Unreadable:
+        def read(self, size=-1):
+            raise ConnectionResetError('reset while reading')
+
+        def close(self):
+            pass
+
+    opener.raise_(HTTPError(endpoint.url, 400, 'Bad Request', http.client.HTTPMessage(), Unreadable()))
+    error = send_error(make_client())
+    assert error.message == 'Temperstack refused the alert (HTTP 400)'

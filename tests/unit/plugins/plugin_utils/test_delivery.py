@@ -1,0 +1,276 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
+    RETRY_AFTER_CAP,
+    Delivery,
+    DeliveryError,
+    TemperstackClient,
+)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery import (
+    Outcome,
+    claim_lease,
+    deliver,
+    is_news,
+)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
+
+
+@pytest.fixture
+def client(endpoint, opener, sleeps):
+    return TemperstackClient(endpoint, retries=2, opener=opener, sleep=sleeps.append, jitter=lambda: 0.5)
+
+
+@pytest.fixture
+def ledger(ledger_path):
+    with Ledger(ledger_path) as opened:
+        yield opened
+
+
+def snapshot(ledger, endpoint, alert_id):
+    record = ledger.lookup(endpoint.ledger_key, alert_id)
+    pending = [(queued.seq, queued.alert.payload) for queued in ledger.pending(endpoint.ledger_key)]
+    return (record._replace(updated=0.0) if record else None), pending
+
+
+# -- the decision ---------------------------------------------------------------------------------
+
+
+def test_sends_when_nothing_is_recorded(ledger, endpoint, client, opener, make_alert):
+    alert = make_alert()
+    outcome = deliver(alert, endpoint, ledger, client)
+
+    assert outcome == Outcome(alert, None, changed=True, sent=True, http_status=200, attempts=1)
+    assert opener.bodies == [alert.payload]
+    record = ledger.lookup(endpoint.ledger_key, alert.alert_id)
+    assert (record.status, record.fingerprint, record.pending) == ('Alarm', alert.fingerprint, False)
+
+
+def test_does_not_send_what_is_recorded(ledger, endpoint, client, opener, make_alert):
+    deliver(make_alert(), endpoint, ledger, client)
+    opener.calls.clear()
+
+    outcome = deliver(make_alert(), endpoint, ledger, client)
+    assert (outcome.changed, outcome.sent, outcome.http_status, outcome.attempts) == (False, False, None, 0)
+    assert outcome.previous.status == 'Alarm'
+    assert opener.calls == []
+
+
+@pytest.mark.parametrize(
+    'change',
+    [{'status': 'OK'}, {'description': '/var is 99% full'}, {'alert_priority': 'Medium'}, {'alert_priority': None}],
+    ids=['status', 'description', 'priority', 'priority-removed'],
+)
+def test_sends_when_status_or_payload_differ(ledger, endpoint, client, opener, make_alert, change):
+    deliver(make_alert(), endpoint, ledger, client)
+    changed = make_alert(**change)
+    assert changed.alert_id == make_alert().alert_id
+
+    outcome = deliver(changed, endpoint, ledger, client)
+    assert (outcome.changed, outcome.sent) == (True, True)
+    assert outcome.previous.payload == make_alert().payload
+    assert opener.bodies == [make_alert().payload, changed.payload]
+    assert ledger.lookup(endpoint.ledger_key, changed.alert_id).fingerprint == changed.fingerprint
+
+
+def test_force_sends_what_is_recorded(ledger, endpoint, client, opener, make_alert):
+    deliver(make_alert(), endpoint, ledger, client)
+    outcome = deliver(make_alert(), endpoint, ledger, client, force=True)
+    assert (outcome.changed, outcome.sent, outcome.http_status) == (True, True, 200)
+    assert len(opener.calls) == 2
+
+
+def test_attempts_and_status_of_a_retried_send(ledger, endpoint, client, opener, make_alert):
+    opener.http_error(503).respond(201)
+    outcome = deliver(make_alert(), endpoint, ledger, client)
+    assert (outcome.http_status, outcome.attempts) == (201, 2)
+
+
+def test_is_news():
+    alert = build_alert({'alert_name': 'x', 'status': 'Alarm'})
+    assert is_news(alert, None)
+
+
+# -- check mode -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('force', [False, True])
+def test_check_mode_on_a_missing_ledger_sends_and_writes_nothing(tmp_path, endpoint, client, opener, make_alert, force):
+    path = tmp_path / 'state' / 'ledger.sqlite3'
+    with Ledger(str(path), create=False) as ledger:
+        outcome = deliver(make_alert(), endpoint, ledger, client, force=force, check_mode=True)
+    assert outcome._replace(alert=None) == Outcome(None, None, changed=True)
+    assert opener.calls == []
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ('change', 'changed'), [({}, False), ({'status': 'OK'}, True), ({'description': 'new'}, True)], ids=['same', 'status', 'payload']
+)
+def test_check_mode_reports_what_would_happen(ledger, endpoint, client, opener, make_alert, change, changed):
+    deliver(make_alert(), endpoint, ledger, client)
+    opener.calls.clear()
+    before = snapshot(ledger, endpoint, make_alert().alert_id)
+
+    outcome = deliver(make_alert(**change), endpoint, ledger, client, check_mode=True)
+    assert (outcome.changed, outcome.sent, outcome.attempts) == (changed, False, 0)
+    assert outcome.previous.status == 'Alarm'
+    assert opener.calls == []
+    assert snapshot(ledger, endpoint, make_alert().alert_id) == before
+
+
+def test_check_mode_force(ledger, endpoint, client, opener, make_alert):
+    deliver(make_alert(), endpoint, ledger, client)
+    opener.calls.clear()
+    outcome = deliver(make_alert(), endpoint, ledger, client, force=True, check_mode=True)
+    assert (outcome.changed, outcome.sent) == (True, False)
+    assert opener.calls == []
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('recorded', [False, True], ids=['no-record', 'older-record'])
+@pytest.mark.parametrize('status', [400, 401, 503])
+def test_delivery_error_leaves_the_ledger_unchanged(ledger, endpoint, client, opener, make_alert, recorded, status):
+    if recorded:
+        deliver(make_alert(status='OK'), endpoint, ledger, client)
+    before = snapshot(ledger, endpoint, make_alert().alert_id)
+    opener.http_error(status, 'no', times=client.max_attempts if status == 503 else 1)
+
+    with pytest.raises(DeliveryError) as info:
+        deliver(make_alert(), endpoint, ledger, client)
+    assert info.value.http_status == status
+    assert snapshot(ledger, endpoint, make_alert().alert_id) == before
+
+    # The claim was released: the next attempt neither waits nor skips the alert.
+    started = time.monotonic()
+    assert deliver(make_alert(), endpoint, ledger, client).sent is True
+    assert time.monotonic() - started < 1.0
+
+
+# -- the outbox -----------------------------------------------------------------------------------
+
+
+def test_queued_identical_alert_is_delivered_once_by_the_task(ledger, endpoint, client, opener, make_alert):
+    # Queued is not acknowledged: the task that states the same alert delivers the queued entry,
+    # and does not send its identical alert a second time.
+    ledger.queue(endpoint.ledger_key, make_alert())
+    outcome = deliver(make_alert(), endpoint, ledger, client)
+    assert (outcome.changed, outcome.sent) == (True, True)
+    assert outcome.previous.pending is True
+    assert len(opener.calls) == 1
+    assert ledger.pending(endpoint.ledger_key) == []
+    assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).pending is False
+
+
+def test_queued_alert_is_reported_in_check_mode_without_a_request(ledger, endpoint, client, opener, make_alert):
+    ledger.queue(endpoint.ledger_key, make_alert())
+    outcome = deliver(make_alert(), endpoint, ledger, client, check_mode=True)
+    assert (outcome.changed, outcome.sent) == (True, False)
+    assert opener.calls == []
+    assert len(ledger.pending(endpoint.ledger_key)) == 1
+
+
+def test_queued_alarm_goes_before_its_ok(ledger, endpoint, client, opener, make_alert):
+    ledger.queue(endpoint.ledger_key, make_alert(), hosts=['web01'])
+    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client)
+
+    assert [body['status'] for body in opener.bodies] == ['Alarm', 'OK']
+    assert (outcome.changed, outcome.sent) == (True, True)
+    assert ledger.pending(endpoint.ledger_key) == []
+    assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'OK'
+    # Idempotent afterwards.
+    assert deliver(make_alert(status='OK'), endpoint, ledger, client).sent is False
+    assert len(opener.calls) == 2
+
+
+def test_queued_alerts_of_other_ids_are_left_for_the_callback(ledger, endpoint, client, opener, make_alert):
+    ledger.queue(endpoint.ledger_key, make_alert(resource_id='db01'))
+    deliver(make_alert(), endpoint, ledger, client)
+    assert [body['resource_id'] for body in opener.bodies] == ['web01']
+    assert len(ledger.pending(endpoint.ledger_key)) == 1
+
+
+def test_claim_lease_outlasts_the_longest_send(endpoint):
+    client = TemperstackClient(endpoint, timeout=7, retries=4)
+    assert claim_lease(client) >= client.max_attempts * (client.timeout + RETRY_AFTER_CAP)
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+class SlowCountingClient:
+    """A client whose send takes ``delay`` seconds and is counted across processes."""
+
+    def __init__(self, sends, delay: float) -> None:
+        self.sends = sends
+        self.delay = delay
+        self.timeout = 10
+        self.retries = 0
+        self.max_attempts = 1
+
+    def send(self, payload):
+        with self.sends.get_lock():
+            self.sends.value += 1
+        time.sleep(self.delay)
+        return Delivery(200, 1, 'ok')
+
+
+def _deliver_in_process(index, ledger_path, options, sends, delay, start, sent, started, finished):
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
+
+    endpoint = resolve_endpoint({'api_key': 'tsk-concurrency', 'org': 'acme'}, environ={})
+    with Ledger(ledger_path) as ledger:
+        start.wait()
+        started[index] = time.monotonic()
+        outcome = deliver(build_alert(options), endpoint, ledger, SlowCountingClient(sends, delay))
+        finished[index] = time.monotonic()
+    sent[index] = 1 if outcome.sent else 0
+    if outcome.changed != outcome.sent:
+        raise SystemExit(3)
+
+
+def _run_deliveries(fork_context, ledger_path, options_list, delay):
+    count = len(options_list)
+    Ledger(ledger_path).close()  # created before the fork, not held across it
+    sends = fork_context.Value('i', 0)
+    start = fork_context.Barrier(count)
+    sent = fork_context.Array('i', count)
+    started = fork_context.Array('d', count)
+    finished = fork_context.Array('d', count)
+    processes = [
+        fork_context.Process(
+            target=_deliver_in_process, args=(index, ledger_path, options, sends, delay, start, sent, started, finished)
+        )
+        for index, options in enumerate(options_list)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [process.exitcode for process in processes] == [0] * count
+    return sends.value, list(sent), max(finished) - min(started)
+
+
+def test_same_alert_from_many_processes_is_sent_once(fork_context, ledger_path, alert_args):
+    sends, sent, _elapsed = _run_deliveries(fork_context, ledger_path, [alert_args] * 6, delay=0.2)
+    assert sends == 1
+    assert sorted(sent) == [0, 0, 0, 0, 0, 1]
+
+
+def test_distinct_alerts_go_out_in_parallel(fork_context, ledger_path, alert_args):
+    delay, count = 0.3, 6
+    options = [dict(alert_args, resource_id=f'web{number:02}') for number in range(count)]
+    sends, sent, elapsed = _run_deliveries(fork_context, ledger_path, options, delay=delay)
+    assert sends == count
+    assert sent == [1] * count
+    assert elapsed < delay * count / 2, f'{count} sends of {delay} s took {elapsed:.2f} s'

@@ -1,0 +1,525 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import time
+from urllib.parse import quote
+
+import pytest
+
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
+    DEFAULT_LEDGER_PATH,
+    LEDGER_PATH_ENV,
+    Ledger,
+    LedgerError,
+    Queued,
+    Record,
+    default_ledger_path,
+)
+
+ALERT_ID = 'ansible-disk-almost-full-web01-b9a91f0f86e6'
+
+
+def mode_of(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def files_in(directory) -> dict[str, bytes]:
+    with os.scandir(directory) as entries:
+        return {entry.name: open(entry.path, 'rb').read() for entry in entries if entry.is_file()}
+
+
+def run_processes(context, target, args_list, timeout=60.0):
+    """Start one process per argument tuple, wait for all, and fail if any of them failed."""
+    processes = [context.Process(target=target, args=args) for args in args_list]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert [process.exitcode for process in processes] == [0] * len(processes)
+
+
+@pytest.fixture
+def ledger(ledger_path):
+    with Ledger(ledger_path) as opened:
+        yield opened
+
+
+# -- lookup / record / queue / pending / delivered / discard --------------------------------------
+
+
+def test_lookup_of_unknown_alert_is_none(ledger, endpoint):
+    assert ledger.lookup(endpoint.ledger_key, ALERT_ID) is None
+
+
+def test_record_then_lookup(ledger, endpoint, make_alert):
+    alert = make_alert()
+    before = time.time()
+    ledger.record(endpoint.ledger_key, alert, hosts=['web01', 'web02'])
+
+    record = ledger.lookup(endpoint.ledger_key, alert.alert_id)
+    assert isinstance(record, Record)
+    assert record.alert_id == alert.alert_id
+    assert record.status == 'Alarm'
+    assert record.fingerprint == alert.fingerprint
+    assert record.payload == alert.payload
+    assert before <= record.updated <= time.time()
+    assert record.pending is False
+    assert record.hosts == ('web01', 'web02')
+
+
+def test_record_replaces_the_previous_state(ledger, endpoint, make_alert):
+    ledger.record(endpoint.ledger_key, make_alert())
+    ledger.record(endpoint.ledger_key, make_alert(status='OK'))
+    record = ledger.lookup(endpoint.ledger_key, make_alert().alert_id)
+    assert record.status == 'OK'
+    assert record.hosts == ()
+
+
+def test_records_are_per_endpoint_and_alert_id(ledger, make_alert):
+    one = resolve_endpoint({'api_key': 'key-one', 'org': 'acme'}, environ={})
+    two = resolve_endpoint({'api_key': 'key-two', 'org': 'acme'}, environ={})
+    ledger.record(one.ledger_key, make_alert())
+    assert ledger.lookup(two.ledger_key, make_alert().alert_id) is None
+    assert ledger.lookup(one.ledger_key, make_alert(resource_id='web02').alert_id) is None
+
+
+def test_records_persist_across_reopening(ledger_path, endpoint, make_alert):
+    with Ledger(ledger_path) as first:
+        first.record(endpoint.ledger_key, make_alert())
+    with Ledger(ledger_path) as second:
+        assert second.lookup(endpoint.ledger_key, make_alert().alert_id).payload == make_alert().payload
+
+
+def test_queue_is_the_current_state_until_delivered(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.record(key, make_alert(status='OK'))
+    first = ledger.queue(key, make_alert(), hosts=['web01'])
+    second = ledger.queue(key, make_alert(description='now 99% full'))
+    assert second > first
+
+    current = ledger.lookup(key, make_alert().alert_id)
+    assert current.pending is True
+    assert current.status == 'Alarm'
+    assert current.payload['description'] == 'now 99% full'
+
+
+def test_pending_oldest_first_per_endpoint(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    other = resolve_endpoint({'api_key': 'other', 'org': 'acme'}, environ={}).ledger_key
+    alarm, ok, elsewhere = make_alert(), make_alert(status='OK'), make_alert(resource_id='db01')
+    ledger.queue(key, alarm, hosts=['web01'])
+    ledger.queue(other, elsewhere)
+    ledger.queue(key, ok)
+
+    pending = ledger.pending(key)
+    assert [queued.alert.payload for queued in pending] == [alarm.payload, ok.payload]
+    assert all(isinstance(queued, Queued) for queued in pending)
+    assert pending[0].seq < pending[1].seq
+    assert pending[0].hosts == ('web01',)
+    assert [queued.alert.payload for queued in ledger.pending(other)] == [elsewhere.payload]
+
+
+def test_delivered_records_and_dequeues_atomically(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.queue(key, make_alert(), hosts=['web01'])
+    ledger.queue(key, make_alert(status='OK'))
+
+    alert_id = make_alert().alert_id
+    alarm, ok = ledger.pending(key)
+    ledger.delivered(key, alarm)
+    assert [(queued.seq, queued.alert.payload) for queued in ledger.pending(key)] == [(ok.seq, ok.alert.payload)]
+    # The OK still waits, so it is the alert's current state.
+    assert ledger.lookup(key, alert_id).status == 'OK'
+    assert ledger.lookup(key, alert_id).pending is True
+
+    ledger.delivered(key, ok)
+    assert ledger.pending(key) == []
+    record = ledger.lookup(key, alert_id)
+    assert (record.status, record.pending) == ('OK', False)
+
+
+def test_discard_drops_without_recording(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.queue(key, make_alert())
+    [queued] = ledger.pending(key)
+    ledger.discard(queued)
+    assert ledger.pending(key) == []
+    assert ledger.lookup(key, make_alert().alert_id) is None
+
+
+# -- prune ----------------------------------------------------------------------------------------
+
+
+def _age_all_records(path, updated=0.0):
+    with sqlite3.connect(path) as conn:
+        conn.execute('UPDATE alerts SET updated = ?', (updated,))
+    conn.close()
+
+
+def test_prune_forgets_only_old_resolved_alerts(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.record(key, make_alert(resource_id='old-ok', status='OK'))
+    ledger.record(key, make_alert(resource_id='old-alarm'))
+    now = time.time() + 1000
+
+    assert ledger.prune(retention=100, now=now) == 1
+    assert ledger.lookup(key, make_alert(resource_id='old-ok').alert_id) is None
+    assert ledger.lookup(key, make_alert(resource_id='old-alarm').alert_id).status == 'Alarm'
+
+    ledger.record(key, make_alert(resource_id='recent-ok', status='OK'))
+    assert ledger.prune(retention=100) == 0
+    assert ledger.lookup(key, make_alert(resource_id='recent-ok').alert_id) is not None
+
+
+def test_prune_drops_expired_claims(ledger, endpoint):
+    with ledger.claim(endpoint.ledger_key, 'held', lease=0.01):
+        pass
+    ledger._conn.execute("INSERT INTO claims VALUES ('e', 'stale', 't', 0)")  # pylint: disable=protected-access
+    ledger.prune()
+    assert ledger._conn.execute('SELECT count(*) FROM claims').fetchone()[0] == 0  # pylint: disable=protected-access
+
+
+def test_prune_if_due_runs_once_per_interval(ledger, ledger_path, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.record(key, make_alert(resource_id='first', status='OK'))
+    _age_all_records(ledger_path)
+    ledger.prune_if_due()
+    assert ledger.lookup(key, make_alert(resource_id='first').alert_id) is None
+
+    ledger.record(key, make_alert(resource_id='second', status='OK'))
+    _age_all_records(ledger_path)
+    ledger.prune_if_due()  # pruned a moment ago: not due yet
+    assert ledger.lookup(key, make_alert(resource_id='second').alert_id) is not None
+
+
+# -- where the ledger lives -----------------------------------------------------------------------
+
+
+def test_default_ledger_path():
+    assert default_ledger_path({}) == DEFAULT_LEDGER_PATH == os.path.join('~', '.ansible', 'temperstack', 'ledger.sqlite3')
+    assert default_ledger_path({LEDGER_PATH_ENV: '/srv/ledger.db'}) == '/srv/ledger.db'
+    assert default_ledger_path({LEDGER_PATH_ENV: ''}) == DEFAULT_LEDGER_PATH
+
+
+def test_default_ledger_under_home(isolated_environment):
+    with Ledger() as ledger:
+        assert ledger.path == str(isolated_environment / '.ansible' / 'temperstack' / 'ledger.sqlite3')
+    assert os.path.isfile(ledger.path)
+
+
+def test_ledger_path_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(LEDGER_PATH_ENV, str(tmp_path / 'from-env.sqlite3'))
+    with Ledger() as ledger:
+        assert ledger.path == str(tmp_path / 'from-env.sqlite3')
+
+
+def test_tilde_and_relative_paths_are_resolved(isolated_environment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with Ledger('~/custom/ledger.sqlite3', create=False) as ledger:
+        assert ledger.path == str(isolated_environment / 'custom' / 'ledger.sqlite3')
+    with Ledger('relative.sqlite3', create=False) as ledger:
+        assert ledger.path == str(tmp_path / 'relative.sqlite3')
+
+
+# -- permissions ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[0o022, 0o000, 0o077], ids=['umask-022', 'umask-000', 'umask-077'])
+def umask(request):
+    previous = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(previous)
+
+
+def test_new_ledger_is_private_under_any_umask(umask, tmp_path, endpoint, make_alert):
+    directory = tmp_path / 'outer' / 'inner'
+    path = directory / 'ledger.sqlite3'
+    with Ledger(str(path)) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+        ledger.queue(endpoint.ledger_key, make_alert(status='OK'))
+        files = sorted(os.listdir(directory))
+        assert files == ['ledger.sqlite3', 'ledger.sqlite3-shm', 'ledger.sqlite3-wal']
+        for name in files:
+            assert mode_of(directory / name) == 0o600, name
+    assert mode_of(path) == 0o600
+    # Every directory the ledger had to create is private, not only the last one.
+    assert mode_of(directory) == 0o700
+    assert mode_of(tmp_path / 'outer') == 0o700
+
+
+def test_existing_directory_is_left_alone(umask, tmp_path):
+    directory = tmp_path / 'shared'
+    directory.mkdir()
+    os.chmod(directory, 0o755)
+    with Ledger(str(directory / 'ledger.sqlite3')):
+        pass
+    assert mode_of(directory) == 0o755
+    assert mode_of(directory / 'ledger.sqlite3') == 0o600
+
+
+def test_existing_ledger_with_loose_mode_is_made_private(ledger_path, endpoint, make_alert):
+    with Ledger(ledger_path) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+    os.chmod(ledger_path, 0o644)
+    with Ledger(ledger_path) as ledger:
+        assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id) is not None
+    assert mode_of(ledger_path) == 0o600
+
+
+def test_uncreatable_directory_is_a_ledger_error(tmp_path):
+    (tmp_path / 'a-file').write_text('not a directory')
+    with pytest.raises(LedgerError, match='cannot create the ledger directory'):
+        Ledger(str(tmp_path / 'a-file' / 'sub' / 'ledger.sqlite3'))
+
+
+# -- the key never touches disk -------------------------------------------------------------------
+
+
+def test_key_never_written(ledger_path, endpoint, api_key, make_alert):
+    key = endpoint.ledger_key
+    secrets = [api_key, quote(api_key, safe=''), endpoint.url]
+    directory = os.path.dirname(ledger_path)
+    with Ledger(ledger_path) as ledger:
+        ledger.record(key, make_alert(), hosts=['web01'])
+        ledger.queue(key, make_alert(status='OK'))
+        with ledger.claim(key, make_alert().alert_id, lease=5):
+            during = files_in(directory)
+        [queued] = ledger.pending(key)
+        ledger.delivered(key, queued)
+        open_files = files_in(directory)
+    closed_files = files_in(directory)
+
+    assert 'ledger.sqlite3-wal' in open_files
+    for snapshot in (during, open_files, closed_files):
+        everything = b''.join(snapshot.values())
+        # The endpoint is there, as its hash: the check reads the data that was written.
+        assert key.encode() in everything
+        for secret in secrets:
+            assert secret.encode() not in everything
+
+
+# -- damaged, foreign and missing ledgers ---------------------------------------------------------
+
+
+def test_corrupt_ledger_moved_aside_with_warning(ledger_path, endpoint, make_alert):
+    os.makedirs(os.path.dirname(ledger_path), mode=0o700)
+    garbage = b'this is not an SQLite database \x00\xff' * 200
+    with open(ledger_path, 'wb') as handle:
+        handle.write(garbage)
+    warnings = []
+
+    with Ledger(ledger_path, warn=warnings.append) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+        assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'Alarm'
+
+    [warning] = warnings
+    directory = os.path.dirname(ledger_path)
+    [aside] = [name for name in os.listdir(directory) if '.corrupt-' in name]
+    assert aside.startswith('ledger.sqlite3.corrupt-')
+    assert ledger_path in warning
+    assert os.path.join(directory, aside) in warning
+    assert 'sent once more' in warning
+    with open(os.path.join(directory, aside), 'rb') as handle:
+        assert handle.read() == garbage
+    assert mode_of(ledger_path) == 0o600
+    with Ledger(ledger_path, warn=warnings.append) as reopened:
+        assert reopened.lookup(endpoint.ledger_key, make_alert().alert_id) is not None
+    assert len(warnings) == 1
+
+
+def test_corrupt_ledger_without_warn_callback(ledger_path):
+    os.makedirs(os.path.dirname(ledger_path))
+    with open(ledger_path, 'wb') as handle:
+        handle.write(b'\x01' * 4096)
+    with Ledger(ledger_path) as ledger:
+        assert ledger.pending('anything') == []
+
+
+def test_empty_file_is_a_new_ledger(ledger_path, endpoint, make_alert):
+    os.makedirs(os.path.dirname(ledger_path))
+    open(ledger_path, 'wb').close()
+    warnings = []
+    with Ledger(ledger_path, warn=warnings.append) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+    assert warnings == []
+
+
+def test_ledger_of_a_newer_collection_is_refused_not_replaced(ledger_path):
+    os.makedirs(os.path.dirname(ledger_path))
+    conn = sqlite3.connect(ledger_path)
+    conn.execute('PRAGMA user_version=99')
+    conn.close()
+    warnings = []
+    with pytest.raises(LedgerError, match=r'newer temperstack.alerting \(schema 99\)'):
+        Ledger(ledger_path, warn=warnings.append)
+    assert warnings == []
+    assert os.listdir(os.path.dirname(ledger_path)) == ['ledger.sqlite3']
+
+
+def test_missing_ledger_without_create_writes_nothing(tmp_path, endpoint, make_alert):
+    before = sorted(os.listdir(tmp_path))
+    path = tmp_path / 'state' / 'ledger.sqlite3'
+    with Ledger(str(path), create=False) as ledger:
+        assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id) is None
+        assert ledger.pending(endpoint.ledger_key) == []
+        ledger.record(endpoint.ledger_key, make_alert())
+        with ledger.claim(endpoint.ledger_key, make_alert().alert_id, lease=1):
+            pass
+    assert sorted(os.listdir(tmp_path)) == before
+    assert not path.parent.exists()
+
+
+def test_existing_ledger_without_create_is_read(ledger_path, endpoint, make_alert):
+    with Ledger(ledger_path) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+    with Ledger(ledger_path, create=False) as ledger:
+        assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'Alarm'
+
+
+# -- claims ---------------------------------------------------------------------------------------
+
+
+def test_claim_yields_current_state(ledger, endpoint, make_alert):
+    key, alert_id = endpoint.ledger_key, make_alert().alert_id
+    with ledger.claim(key, alert_id, lease=5) as current:
+        assert current is None
+    ledger.record(key, make_alert())
+    with ledger.claim(key, alert_id, lease=5) as current:
+        assert current.status == 'Alarm'
+
+
+def test_claim_released_on_exit_and_on_error(ledger_path, endpoint):
+    key = endpoint.ledger_key
+    with Ledger(ledger_path) as first, Ledger(ledger_path) as second:
+        with first.claim(key, 'a', lease=30):
+            pass
+        with pytest.raises(RuntimeError):
+            with first.claim(key, 'b', lease=30):
+                raise RuntimeError('send failed')
+        started = time.monotonic()
+        with second.claim(key, 'a', lease=30), second.claim(key, 'b', lease=30):
+            pass
+        assert time.monotonic() - started < 1.0
+
+
+def test_claims_on_distinct_alerts_do_not_wait(ledger_path, endpoint):
+    with Ledger(ledger_path) as first, Ledger(ledger_path) as second:
+        with first.claim(endpoint.ledger_key, 'a', lease=30):
+            started = time.monotonic()
+            with second.claim(endpoint.ledger_key, 'b', lease=30):
+                pass
+            assert time.monotonic() - started < 1.0
+
+
+def test_claim_waits_for_an_expired_lease(ledger_path, endpoint):
+    with Ledger(ledger_path) as first, Ledger(ledger_path) as second:
+        abandoned = first.claim(endpoint.ledger_key, 'a', lease=0.3)
+        abandoned.__enter__()  # never left: its holder "hangs"
+        started = time.monotonic()
+        with second.claim(endpoint.ledger_key, 'a', lease=30):
+            waited = time.monotonic() - started
+        assert 0.2 <= waited < 2.0
+
+
+def _claim_and_die(path, key, alert_id, lease, claimed_at):
+    ledger = Ledger(path)
+    holder = ledger.claim(key, alert_id, lease=lease)
+    holder.__enter__()  # keep a reference: a collected context manager would release the claim
+    claimed_at.value = time.time()
+    os._exit(0)  # dies holding the claim: no release, no clean-up
+
+
+def test_claim_of_a_dead_holder_is_taken_over(fork_context, ledger_path, endpoint):
+    claimed_at = fork_context.Value('d', 0.0)
+    run_processes(fork_context, _claim_and_die, [(ledger_path, endpoint.ledger_key, 'a', 0.5, claimed_at)])
+    assert claimed_at.value > 0
+
+    with Ledger(ledger_path) as ledger:
+        with ledger.claim(endpoint.ledger_key, 'a', lease=30):
+            taken_over = time.time()
+    assert claimed_at.value + 0.5 <= taken_over < claimed_at.value + 3.0
+
+
+def _claim_repeatedly(path, key, alert_id, rounds, start, holders, most_holders, counter_path):
+    with Ledger(path) as ledger:
+        start.wait()
+        for _round in range(rounds):
+            with ledger.claim(key, alert_id, lease=30):
+                with holders.get_lock():
+                    holders.value += 1
+                    most_holders.value = max(most_holders.value, holders.value)
+                # A read-modify-write that only the claim protects: overlapping holders would lose counts.
+                with open(counter_path) as handle:
+                    count = int(handle.read())
+                time.sleep(0.01)
+                with open(counter_path, 'w') as handle:
+                    handle.write(str(count + 1))
+                with holders.get_lock():
+                    holders.value -= 1
+
+
+def test_racing_processes_hold_a_claim_one_at_a_time(fork_context, ledger_path, endpoint, tmp_path):
+    processes, rounds = 4, 5
+    Ledger(ledger_path).close()
+    counter_path = tmp_path / 'counter'
+    counter_path.write_text('0')
+    start = fork_context.Barrier(processes)
+    holders = fork_context.Value('i', 0)
+    most_holders = fork_context.Value('i', 0)
+
+    run_processes(
+        fork_context,
+        _claim_repeatedly,
+        [(ledger_path, endpoint.ledger_key, 'same-alert', rounds, start, holders, most_holders, str(counter_path))] * processes,
+    )
+    assert most_holders.value == 1
+    assert int(counter_path.read_text()) == processes * rounds
+
+
+def _write_many(path, key, worker, count, start, make_payload):
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
+
+    start.wait()
+    with Ledger(path) as ledger:  # every worker also races to create the ledger
+        for number in range(count):
+            alert = build_alert(make_payload(worker, number))
+            if number % 5 == 4:
+                ledger.queue(key, alert)
+            else:
+                ledger.record(key, alert)
+
+
+def _payload(worker, number):
+    return {'alert_name': 'Concurrent', 'status': 'Alarm', 'alert_id': f'w{worker}-n{number}', 'description': str(number)}
+
+
+def test_concurrent_writers_lose_no_updates(fork_context, ledger_path, endpoint):
+    workers, count = 8, 25
+    start = fork_context.Barrier(workers)
+    run_processes(
+        fork_context, _write_many, [(ledger_path, endpoint.ledger_key, worker, count, start, _payload) for worker in range(workers)]
+    )
+
+    with Ledger(ledger_path) as ledger:
+        for worker in range(workers):
+            for number in range(count):
+                record = ledger.lookup(endpoint.ledger_key, f'w{worker}-n{number}')
+                assert record is not None, (worker, number)
+                assert record.payload['description'] == str(number)
+                assert record.pending is (number % 5 == 4)
+        pending = ledger.pending(endpoint.ledger_key)
+    assert len(pending) == workers * count // 5
+    assert len({queued.seq for queued in pending}) == len(pending)
