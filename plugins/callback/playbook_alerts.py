@@ -19,9 +19,10 @@ description:
     Failures that were ignored (C(ignore_errors), C(failed_when)) or rescued (C(block)/C(rescue)) do not count;
     failed handlers and unreachable hosts do.
   - "The alert id of a unit is stable across runs and controllers: O(alert_id_prefix), the playbook's file name,
-    the play's name (or C(play #N) for an unnamed play) and the host, as far as the scope has them, as a slug
-    followed by a 12-character hash, at most 128 characters. For example
-    V(ansible-site-yml-deploy-web-tier-5d41402abc4b)."
+    the play's name (Ansible names an unnamed play after its C(hosts) pattern) and the host, as far as the scope
+    has them, as a slug followed by a 12-character hash, at most 128 characters. For example
+    V(ansible-site-yml-deploy-web-tier-5d41402abc4b). Plays of one playbook with the same name share one alert,
+    so give plays distinct names."
   - The alert describes the failure without opening Ansible, deterministically (no timestamps or run ids), so
     the same failure on a later run is recognised and not re-sent, while a different failure updates the alert.
     Only the error messages of failed tasks are sent; task arguments never are, results of C(no_log) tasks are
@@ -328,13 +329,17 @@ class CallbackModule(CallbackBase):
 
     def _queue_recoveries(self) -> None:
         limited = bool(context.CLIARGS.get('subset'))
+        failed_in_run = {host for play in self._book.plays for host in play.failures}
         for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix):
             if unit.failed_hosts or not unit.ran_to_end:
                 continue
             known = self._ledger.lookup(self._endpoint_key, unit.alert_id) if self._ledger else None
             if known is None or known.status != STATUS_ALARM:
                 continue
-            if limited and not set(known.hosts) <= unit.ran_hosts:
+            # A host of the Alarm that did not run this unit was not checked: left out by --limit, or
+            # dropped from the rest of the playbook because it failed in an earlier play.
+            unchecked = set(known.hosts) - unit.ran_hosts
+            if unchecked and (limited or unchecked & failed_in_run):
                 continue
             self._queue(ok_for(unit, self._settings), ())
 

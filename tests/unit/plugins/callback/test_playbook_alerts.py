@@ -90,6 +90,10 @@ class Temperstack:
     def statuses(self) -> list[tuple[str, str]]:
         return [(p['status'], p['alert_id']) for p in self.received]
 
+    @property
+    def status_list(self) -> list[str]:
+        return [p['status'] for p in self.received]
+
 
 class FakeDelivery:
     """Stands in for DeliveryProcess: flush() drains the outbox through the real ledger."""
@@ -361,7 +365,7 @@ def test_the_same_playbook_from_another_directory_is_the_same_alert(run, tempers
     run().playbook('/home/alice/ops/site.yml').play().failed('web1').stats()
     run().playbook('/runner/project/site.yml').play().ok('web1').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
     assert temperstack.statuses[0][1] == temperstack.statuses[1][1]
 
 
@@ -385,7 +389,7 @@ def test_each_play_is_its_own_alert(run, temperstack):
     names = [p['alert_name'] for p in temperstack.received]
     assert names == ["Ansible play 'Web' failed (site.yml)", "Ansible play 'Db' failed (site.yml)"]
     run().playbook().play('Web').ok('web1').play('Db').failed('db1').play('Cache').ok('c1').stats()
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'Alarm', 'OK']
     assert temperstack.received[2]['alert_name'] == "Ansible play 'Web' failed (site.yml)"
 
 
@@ -407,7 +411,7 @@ def test_serial_batches_recover_together(run, temperstack):
     run().playbook().play('Rolling').failed('web1').play('Rolling', same_as_previous=True).ok('web3').stats()
     run().playbook().play('Rolling').ok('web1', 'web2').play('Rolling', same_as_previous=True).ok('web3', 'web4').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 def test_a_failure_in_a_later_batch_blocks_the_ok(run, temperstack):
@@ -415,7 +419,7 @@ def test_a_failure_in_a_later_batch_blocks_the_ok(run, temperstack):
     run().playbook().play().ok('web1', 'web2').play(same_as_previous=True).failed('web3').stats()
 
     # The unit failed again (on another host, so a new Alarm), and certainly did not recover.
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'Alarm']
+    assert temperstack.status_list == ['Alarm', 'Alarm']
 
 
 # -- scopes ---------------------------------------------------------------------------------------------------
@@ -457,7 +461,7 @@ def test_playbook_scope_needs_every_play_green(run, temperstack):
     run(scope='playbook').playbook().play('Web').ok('web1').play('Db').failed('db1').stats()
     run(scope='playbook').playbook().play('Web').ok('web1').play('Db').ok('db1').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'Alarm', 'OK']
 
 
 def test_scopes_give_different_alert_ids(run, temperstack):
@@ -509,53 +513,73 @@ def test_narrowed_runs_send_no_ok(run, temperstack, cliargs):
     failing_run(run)
     narrowed = green_run(run, cliargs=cliargs)
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
     assert narrowed.summary == []
     # ...and the next full run does resolve it.
     green_run(run)
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 def test_tags_all_is_a_full_run(run, temperstack):
     failing_run(run)
     green_run(run, cliargs={'tags': ('all',)})
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 def test_narrowed_runs_still_raise_alarms(run, temperstack):
     run(cliargs={'tags': ('deploy',)}).playbook().play().failed('web1').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 def test_limit_without_the_failed_host_sends_no_ok(run, temperstack):
     failing_run(run, host='web1')
     run(cliargs={'subset': 'web2'}).playbook().play().ok('web2').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 def test_limit_with_every_failed_host_green_sends_the_ok(run, temperstack):
     failing_run(run, host='web1')
     run(cliargs={'subset': 'web1'}).playbook().play().ok('web1').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 def test_limit_needs_all_hosts_of_the_alarm(run, temperstack):
     run().playbook().play().failed('web1').failed('web2').stats()
     run(cliargs={'subset': 'web1'}).playbook().play().ok('web1').stats()
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
     run(cliargs={'subset': 'web1,web2'}).playbook().play().ok('web1', 'web2').stats()
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
+
+
+def test_a_host_that_failed_an_earlier_play_did_not_check_a_later_one(run, temperstack):
+    # Ansible drops a host from the rest of the playbook once it fails: here web1 never ran play B,
+    # so B's Alarm about web1 stays open, limit or no limit.
+    run().playbook().play('A').ok('web1', 'f1').play('B').failed('web1').ok('web2').stats()
+    run().playbook().play('A').failed('web1').ok('f1').play('B').ok('web2').stats()
+
+    assert [(p['status'], p['resource_name']) for p in temperstack.received] == [('Alarm', 'B'), ('Alarm', 'A')]
+    run().playbook().play('A').ok('web1', 'f1').play('B').ok('web1', 'web2').stats()
+    assert [(p['status'], p['resource_name']) for p in temperstack.received][2:] == [('OK', 'A'), ('OK', 'B')]
+
+
+def test_a_host_gone_from_the_play_does_not_block_the_ok_of_a_full_run(run, temperstack):
+    # Without --limit, a host of the Alarm that no longer runs the play (taken out of the inventory)
+    # must not keep the alert open forever.
+    failing_run(run, host='web9')
+    green_run(run)
+
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 def test_a_host_that_only_skipped_counts_as_ran_under_limit(run, temperstack):
     failing_run(run, host='web1')
     run(cliargs={'subset': 'web1'}).playbook().play().skipped('web1').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 @pytest.mark.parametrize('action', ['end_host', 'end_play', 'end_batch'])
@@ -563,14 +587,14 @@ def test_a_meta_end_blocks_the_ok(run, temperstack, action):
     failing_run(run)
     run().playbook().play().ok('web1', 'web2').meta(action, ended=['web2']).stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 def test_a_host_taken_out_by_any_errors_fatal_blocks_the_ok(run, temperstack):
     failing_run(run)
     run().playbook().play().ok('web1', 'web2').ended('web2').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 def test_a_host_ended_early_in_an_earlier_batch_blocks_the_ok(run, temperstack):
@@ -578,7 +602,7 @@ def test_a_host_ended_early_in_an_earlier_batch_blocks_the_ok(run, temperstack):
     r = run().playbook().play().ok('web1').meta('end_batch', ended=['web1'])
     r.play(same_as_previous=True).ok('web2').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 def test_a_play_ended_early_blocks_the_ok_of_that_play_only(run, temperstack):
@@ -598,7 +622,7 @@ def test_a_conditional_meta_end_that_was_skipped_does_not_block_the_ok(run, temp
     r = run().playbook().play().ok('web1', 'web2')
     r.meta(action, skipped=['web1', 'web2'], when='stop | default(false)').ok('web1', 'web2', task='After').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 def test_end_host_on_some_hosts_only_still_blocks_the_ok(run, temperstack):
@@ -606,14 +630,14 @@ def test_end_host_on_some_hosts_only_still_blocks_the_ok(run, temperstack):
     r = run().playbook().play().ok('web1', 'web2')
     r.meta('end_host', ended=['web2'], skipped=['web1'], when="inventory_hostname == 'web2'").ok('web1').stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 def test_no_hosts_remaining_blocks_the_ok(run, temperstack):
     failing_run(run)
     run().playbook().play().ok('web1', 'web2').no_hosts_remaining().stats()
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 def test_an_interrupted_run_sends_no_ok(run, temperstack):
@@ -621,11 +645,11 @@ def test_an_interrupted_run_sends_no_ok(run, temperstack):
     interrupted = run().playbook().play('Deploy web tier').ok('web1', 'web2')  # killed: no further events
     interrupted.play('Next play')  # even with the first play over, nothing resolves before the stats event
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
     with Ledger(interrupted.options['ledger_path']) as ledger:
         assert ledger.pending(interrupted.callback._endpoint_key) == []
     green_run(run)
-    assert [s for s, _ in temperstack.statuses] == ['Alarm', 'OK']
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 def test_an_interrupted_run_keeps_its_alarm_queued_for_the_next_run(run, temperstack):
@@ -665,7 +689,7 @@ def test_a_run_with_something_queued_wakes_the_sender_at_once(run, temperstack):
 
     assert temperstack.processes[-1].notified == 1  # before any playbook event
     second.playbook().play().failed('web1').stats()
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']  # the same failure again: not re-sent
+    assert temperstack.status_list == ['Alarm']  # the same failure again: not re-sent
 
 
 def test_same_failure_during_an_outage_is_queued_once(run, temperstack):
@@ -675,7 +699,7 @@ def test_same_failure_during_an_outage_is_queued_once(run, temperstack):
     temperstack.down = False
     failing_run(run)
 
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 def test_unfinished_delivery_is_reported(run, temperstack, monkeypatch):
@@ -715,7 +739,7 @@ def test_check_mode_alerts_enabled(run, temperstack):
     r = run(cliargs={'check': True}, check_mode_alerts=True).playbook().play().failed('web1').stats()
 
     assert not r.callback.disabled
-    assert [s for s, _ in temperstack.statuses] == ['Alarm']
+    assert temperstack.status_list == ['Alarm']
 
 
 # -- configuration problems -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from urllib.error import HTTPError, URLError
 import pytest
 import yaml
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import SSLValidationError, open_url
+from ansible.module_utils.urls import Request, SSLValidationError
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
     BACKOFF_CAP,
@@ -28,6 +28,8 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
     Delivery,
     DeliveryError,
     TemperstackClient,
+    _tls_context,
+    open_webhook,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK
 
@@ -117,10 +119,26 @@ def test_accepts_any_2xx(make_client, opener):
     assert make_client().send(PAYLOAD) == Delivery(202, 1, 'queued')
 
 
-def test_default_opener_is_ansible_open_url(endpoint):
-    # Certificates, CA paths and proxies are then handled as in every other Ansible plugin.
+def test_default_opener_is_open_url_with_a_reused_tls_context(endpoint, monkeypatch):
+    # Certificates, CA paths and proxies are handled by ansible-core's Request, the engine of open_url,
+    # as in every other Ansible plugin; only the TLS context is built once instead of per request.
     client = TemperstackClient(endpoint)
-    assert client._opener is open_url  # pylint: disable=protected-access
+    assert client._opener is open_webhook  # pylint: disable=protected-access
+
+    calls = []
+    monkeypatch.setattr(Request, 'open', lambda self, method, url, **kwargs: calls.append((method, url, kwargs)))
+    for url in ('https://acme.temperstack.com/x', 'https://acme.temperstack.com/y', 'http://127.0.0.1/z'):
+        open_webhook(url, method='POST', validate_certs=True, ca_path=None, timeout=3)
+    https_contexts = [kwargs['context'] for _method, url, kwargs in calls if url.startswith('https')]
+    assert https_contexts[0] is https_contexts[1]
+    assert https_contexts[0].verify_mode == ssl.CERT_REQUIRED
+    assert calls[2][2]['context'] is not https_contexts[0]
+    assert [(method, kwargs['timeout']) for method, _url, kwargs in calls] == [('POST', 3)] * 3
+
+
+def test_tls_context_honours_validate_certs():
+    assert _tls_context(True, False, None).verify_mode == ssl.CERT_NONE
+    assert _tls_context(True, True, None).verify_mode == ssl.CERT_REQUIRED
 
 
 def test_collection_version_matches_galaxy_yml():

@@ -389,7 +389,8 @@ def test_alarm_is_the_same_whatever_order_hosts_failed_in():
 
 
 def test_alarm_is_deterministic_and_has_no_timestamps():
-    make = lambda: alarm_for(only_unit(one_play(failures=[('web1', 'Deploy', 'boom')])), AlertSettings())  # noqa: E731
+    def make():
+        return alarm_for(only_unit(one_play(failures=[('web1', 'Deploy', 'boom')])), AlertSettings())
 
     first, second = make(), make()
 
