@@ -48,6 +48,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     'ca_path': {'type': 'path'},
     'ledger_path': {'type': 'path'},
     'force': {'type': 'bool', 'default': False},
+    'only_if_raised': {'type': 'bool', 'default': False},
 }
 
 
@@ -91,7 +92,14 @@ class ActionModule(ActionBase):
             if not check_mode:
                 ledger.prune_if_due()
             return deliver(
-                alert, endpoint, ledger, client, force=args['force'], check_mode=check_mode, warn=warnings.append
+                alert,
+                endpoint,
+                ledger,
+                client,
+                force=args['force'],
+                check_mode=check_mode,
+                warn=warnings.append,
+                only_if_raised=args['only_if_raised'],
             )
 
 
@@ -109,17 +117,26 @@ def _outcome_result(outcome: Outcome, diff: bool) -> dict[str, t.Any]:
         'msg': _summary(outcome),
     }
     if diff:
+        before = {'status': previous.status, 'payload': previous.payload} if previous else {}
         result['diff'] = {
             'before_header': f'Temperstack alert {alert.alert_id} (as recorded in the ledger)',
             'after_header': f'Temperstack alert {alert.alert_id}',
-            'before': {'status': previous.status, 'payload': previous.payload} if previous else {},
-            'after': {'status': alert.status, 'payload': dict(alert.payload)},
+            'before': before,
+            # A withheld OK leaves Temperstack as it was.
+            'after': dict(before) if outcome.withheld else {'status': alert.status, 'payload': dict(alert.payload)},
         }
     return result
 
 
 def _summary(outcome: Outcome) -> str:
     alert_id, status = outcome.alert.alert_id, outcome.alert.status
+    if outcome.withheld:
+        withheld = f'OK not sent for alert {alert_id}: it is not on record as Alarm (only_if_raised)'
+        if outcome.sent:
+            return f'Queued alerts delivered; {withheld}'
+        if outcome.changed:
+            return f'Queued alerts would be delivered; {withheld}'
+        return withheld
     if outcome.sent:
         return f'{status} sent for alert {alert_id}'
     if outcome.changed:

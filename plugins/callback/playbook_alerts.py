@@ -33,7 +33,7 @@ description:
     interrupted by Ctrl-C or SIGTERM) sends no V(OK)."
   - Check-mode runs (C(--check)) send nothing unless O(check_mode_alerts=true).
   - Never blocks and never fails the playbook. Alerts are written to the outbox of the ledger and delivered by a
-    background thread, so no task waits on Temperstack. At the end of the run the callback waits at most
+    separate process, so no task waits on Temperstack. At the end of the run the callback waits at most
     O(flush_timeout) seconds for pending deliveries, then prints one line saying what was sent or queued, and a
     warning if delivery failed. What was not delivered stays in the outbox and is delivered first, oldest first,
     by the next run with the same endpoint, so an V(OK) never reaches Temperstack before its V(Alarm).
@@ -175,6 +175,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units im
     alarm_for,
     failed_hosts_of,
     ok_for,
+    validate_settings,
 )
 
 
@@ -229,6 +230,8 @@ class CallbackModule(CallbackBase):
             alert_url=self.get_option('alert_url') or _awx_job_url(os.environ),
             max_error_chars=self.get_option('max_error_chars'),
         )
+        # A bad URL or priority is found now, not when the first Alarm is due.
+        validate_settings(self._settings)
         client = TemperstackClient(
             endpoint,
             timeout=self.get_option('timeout'),

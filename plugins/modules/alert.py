@@ -122,6 +122,17 @@ options:
       - The task then always reports C(changed).
     type: bool
     default: false
+  only_if_raised:
+    description:
+      - Send an V(OK) only if the ledger holds V(Alarm) for this O(alert_id), that is, only to resolve an alert
+        that was raised (an V(Alarm) still waiting to be delivered counts as raised). Otherwise nothing is sent,
+        nothing is recorded, and the task reports C(changed=false).
+      - Without it, an V(OK) for an alert the ledger has no record of is sent, so that Temperstack surely holds V(OK).
+        Set it where a task states V(OK) on every healthy run, such as a scheduled check, so that Temperstack
+        hears only of recoveries.
+      - Has no effect when O(status=Alarm). O(force=true) does not override it.
+    type: bool
+    default: false
 notes:
   - The ledger records an alert only after Temperstack answered with HTTP 2xx. A task that fails to deliver
     leaves the ledger as it was, so the next run sends again.
@@ -153,6 +164,7 @@ EXAMPLES = r"""
     webhook_url: "{{ temperstack_webhook_url }}"
     alert_name: Disk almost full
     status: OK
+    only_if_raised: true
     resource_id: "{{ inventory_hostname }}"
   when: disk_used_percent | int <= 90
 
@@ -217,7 +229,9 @@ alert_id:
   type: str
   sample: ansible-disk-almost-full-web01-3f1c2a9b0d4e
 status:
-  description: The status Temperstack holds after the task, V(Alarm) or V(OK).
+  description:
+    - The status Temperstack holds after the task, V(Alarm) or V(OK).
+    - V(OK) also when O(only_if_raised=true) withheld an V(OK), since the alert is then not raised.
   returned: success
   type: str
   sample: Alarm

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typing as t
 
-from ._alert import Alert
+from ._alert import STATUS_ALARM, STATUS_OK, Alert
 from ._client import RETRY_AFTER_CAP, Delivery, DeliveryError, TemperstackClient
 from ._endpoint import Endpoint
 from ._ledger import Ledger, Record
@@ -24,11 +24,21 @@ class Outcome(t.NamedTuple):
     sent: bool = False
     http_status: int | None = None
     attempts: int = 0
+    # An OK held back by ``only_if_raised`` because the alert is not on record as Alarm.
+    withheld: bool = False
 
 
 def is_news(alert: Alert, known: Record | None) -> bool:
     """Whether Temperstack would learn something from ``alert``, given what it is known to hold."""
     return known is None or known.status != alert.status or known.fingerprint != alert.fingerprint
+
+
+def is_withheld(alert: Alert, known: Record | None, only_if_raised: bool) -> bool:
+    """Whether ``only_if_raised`` holds back ``alert``: an OK for an alert not on record as Alarm.
+
+    An Alarm still waiting in the outbox counts as on record, as it does for every other decision.
+    """
+    return only_if_raised and alert.status == STATUS_OK and (known is None or known.status != STATUS_ALARM)
 
 
 def deliver(
@@ -39,17 +49,22 @@ def deliver(
     force: bool = False,
     check_mode: bool = False,
     warn: t.Callable[[str], None] | None = None,
+    only_if_raised: bool = False,
 ) -> Outcome:
     """Send ``alert`` if it is news (or ``force``), and record it once Temperstack acknowledged it.
 
+    With ``only_if_raised``, an OK is sent only for an alert on record as Alarm (``force`` does not
+    override that); otherwise it is withheld, and nothing is sent or recorded.
     Raises ``DeliveryError`` when Temperstack did not acknowledge it; the ledger is then unchanged.
     """
     previous = ledger.lookup(endpoint.ledger_key, alert.alert_id)
+    withheld = is_withheld(alert, previous, only_if_raised)
     # An entry the callback queued but could not deliver is what Temperstack is about to hold, not what it
     # holds: the task delivers it, and its own alert if that still differs.
-    wanted = force or is_news(alert, previous) or (previous is not None and previous.pending)
+    pending = previous is not None and previous.pending
+    wanted = pending or (not withheld and (force or is_news(alert, previous)))
     if check_mode or not wanted:
-        return Outcome(alert, previous, changed=wanted)
+        return Outcome(alert, previous, changed=wanted, withheld=withheld)
 
     with ledger.claim(endpoint.ledger_key, alert.alert_id, lease=claim_lease(client)) as current:
         queued_delivery = None
@@ -57,11 +72,14 @@ def deliver(
             # Oldest first, so that an OK never reaches Temperstack before the Alarm it resolves.
             queued_delivery = deliver_queued(ledger, client, alert_id=alert.alert_id, on_dropped=warn)
             current = ledger.lookup(endpoint.ledger_key, alert.alert_id)
-        # Another fork may have sent this very alert while we waited for the claim.
-        if not force and not is_news(alert, current):
+        # Another fork may have sent this very alert (or an OK that resolved it) while we waited for the claim.
+        withheld = is_withheld(alert, current, only_if_raised)
+        if withheld or (not force and not is_news(alert, current)):
             if queued_delivery is not None:
-                return Outcome(alert, previous, True, True, queued_delivery.http_status, queued_delivery.attempts)
-            return Outcome(alert, current, changed=False)
+                return Outcome(
+                    alert, previous, True, True, queued_delivery.http_status, queued_delivery.attempts, withheld
+                )
+            return Outcome(alert, current, changed=False, withheld=withheld)
         delivery = client.send(alert.payload)
         ledger.record(endpoint.ledger_key, alert)
     return Outcome(alert, current, True, True, delivery.http_status, delivery.attempts)

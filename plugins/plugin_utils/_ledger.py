@@ -128,6 +128,8 @@ class Ledger:
     # -- opening ---------------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        if os.path.isdir(self.path):
+            raise LedgerError(f'the ledger path {self.path} is a directory; set ledger_path to a file name')
         self._prepare_directory()
         try:
             return self._connect()

@@ -17,13 +17,16 @@ from __future__ import annotations
 import os
 import typing as t
 
-from ._alert import STATUS_ALARM, STATUS_OK, Alert, build_alert, derive_alert_id
+from ._alert import STATUS_ALARM, STATUS_OK, Alert, AlertValidationError, build_alert, derive_alert_id
 from ._endpoint import mask_url_secrets
 
 SCOPES = ('play', 'host', 'playbook')
 DEFAULT_MAX_ERROR_CHARS = 300
 NO_LOG_MESSAGE = '(output hidden by no_log)'
 METRIC_NAME = 'ansible_failed_hosts'
+# Well inside the alert model's per-field limit, and still readable on a phone.
+MAX_DESCRIPTION_CHARS = 16000
+MAX_HOST_LIST_CHARS = 4000
 
 
 class HostFailure(t.NamedTuple):
@@ -161,20 +164,37 @@ def unit_alert_id(prefix: str, scope: str, playbook: str, play: str | None, host
     return derive_alert_id(*parts, prefix=prefix or 'ansible', salt=f'playbook_alerts/{scope}')
 
 
+def validate_settings(settings: AlertSettings) -> None:
+    """Raise ``AlertValidationError`` for settings that would make every alert invalid."""
+    if settings.scope not in SCOPES:
+        raise AlertValidationError(f"scope must be one of {', '.join(SCOPES)}, got {settings.scope!r}")
+    ok_for(Unit(unit_alert_id(settings.alert_id_prefix, settings.scope, 'playbook', None, None), 'playbook',
+                'playbook', None, None, ()), settings)
+
+
 def alarm_for(unit: Unit, settings: AlertSettings) -> Alert:
     failed = unit.failed_hosts
     lines = []
     down = sorted(h for h, fs in failed.items() if any(f.unreachable for f in fs))
     broken = sorted(h for h in failed if h not in down)
     if broken:
-        lines.append(f'Failed hosts ({len(broken)}): {", ".join(broken)}')
+        lines.append(_trim(f'Failed hosts ({len(broken)}): {", ".join(broken)}', MAX_HOST_LIST_CHARS))
     if down:
-        lines.append(f'Unreachable hosts ({len(down)}): {", ".join(down)}')
-    for host in sorted(failed):
-        for failure in failed[host]:
-            what = 'unreachable' if failure.unreachable else 'failed'
-            message = _trim(mask_url_secrets(failure.message), settings.max_error_chars)
-            lines.append(f"- {host}: task '{failure.task}' {what}: {message}")
+        lines.append(_trim(f'Unreachable hosts ({len(down)}): {", ".join(down)}', MAX_HOST_LIST_CHARS))
+    details = [
+        f"- {host}: task '{_trim(failure.task, 200)}' {'unreachable' if failure.unreachable else 'failed'}: "
+        + _trim(mask_url_secrets(failure.message), settings.max_error_chars)
+        for host in sorted(failed)
+        for failure in failed[host]
+    ]
+    # A failure storm must still make one valid alert: details stop at a bound, and say how many are left out.
+    room = MAX_DESCRIPTION_CHARS - sum(len(line) + 1 for line in lines) - 60
+    for index, line in enumerate(details):
+        if len(line) + 1 > room:
+            lines.append(f'... and {len(details) - index} more failures not shown')
+            break
+        lines.append(line)
+        room -= len(line) + 1
     return _alert(unit, settings, STATUS_ALARM, '\n'.join(lines))
 
 

@@ -144,6 +144,39 @@ def test_force_sends_again(run_task, task_args, opener):
     assert len(opener.calls) == 2
 
 
+def test_only_if_raised_withholds_an_ok_never_raised(run_task, task_args, opener):
+    result = run_task(dict(task_args, status='OK', only_if_raised=True), diff=True)
+    assert set(result) == RESULT_KEYS | {'diff'}
+    assert (result['changed'], result['sent'], result['status'], result['previous_status']) == (False, False, 'OK', None)
+    assert (result['http_status'], result['attempts']) == (None, 0)
+    assert result['msg'] == f"OK not sent for alert {result['alert_id']}: it is not on record as Alarm (only_if_raised)"
+    assert result['diff']['before'] == result['diff']['after'] == {}
+    assert opener.calls == []
+
+
+def test_only_if_raised_resolves_what_was_raised(run_task, task_args, opener):
+    run_task(dict(task_args, only_if_raised=True))
+    resolved = run_task(dict(task_args, status='OK', only_if_raised=True), diff=True)
+    again = run_task(dict(task_args, status='OK', only_if_raised=True), diff=True)
+
+    assert (resolved['changed'], resolved['sent'], resolved['previous_status']) == (True, True, 'Alarm')
+    assert resolved['diff']['after']['status'] == 'OK'
+    assert (again['changed'], again['sent'], again['previous_status']) == (False, False, 'OK')
+    assert 'only_if_raised' in again['msg']
+    assert again['diff']['before'] == again['diff']['after'] == {'status': 'OK', 'payload': resolved['payload']}
+    assert [body['status'] for body in opener.bodies] == ['Alarm', 'OK']
+
+
+def test_only_if_raised_in_check_mode(run_task, task_args, opener):
+    withheld = run_task(dict(task_args, status='OK', only_if_raised=True), check_mode=True)
+    run_task(task_args)
+    would_resolve = run_task(dict(task_args, status='OK', only_if_raised=True), check_mode=True)
+    assert (withheld['changed'], withheld['sent']) == (False, False)
+    assert (would_resolve['changed'], would_resolve['sent']) == (True, False)
+    assert 'would be sent' in would_resolve['msg']
+    assert len(opener.calls) == 1
+
+
 def test_distinct_resources_are_distinct_alerts(run_task, task_args, opener):
     first = run_task(task_args)
     second = run_task(dict(task_args, resource_id='web02'))
@@ -270,7 +303,12 @@ def test_bad_input_fails_before_any_request(run_task, task_args, opener, ledger_
 
 @pytest.mark.parametrize(
     ('change', 'option'),
-    [({'timeout': 'soon'}, 'timeout'), ({'force': 'maybe'}, 'force'), ({'validate_certs': 'perhaps'}, 'validate_certs')],
+    [
+        ({'timeout': 'soon'}, 'timeout'),
+        ({'force': 'maybe'}, 'force'),
+        ({'validate_certs': 'perhaps'}, 'validate_certs'),
+        ({'only_if_raised': 'perhaps'}, 'only_if_raised'),
+    ],
 )
 def test_wrong_option_types_rejected_by_the_argument_spec(run_task, task_args, opener, change, option):
     with pytest.raises(AnsibleActionFail, match=option):

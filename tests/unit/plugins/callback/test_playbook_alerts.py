@@ -860,3 +860,16 @@ def test_the_key_is_never_displayed(run, temperstack):
 
     for text in r.display.lines + r.display.warnings:
         assert API_KEY not in text
+
+
+@pytest.mark.parametrize('option, value, named', [
+    ('run_book_url', 'ftp://wiki.example.com/runbook', 'run_book_url must be an http:// or https:// URL'),
+    ('alert_url', 'not a url', 'alert_url must be an http:// or https:// URL'),
+])
+def test_bad_alert_settings_disable_at_start_not_when_the_first_alarm_is_due(run, temperstack, option, value, named):
+    r = run(**{option: value})
+
+    assert r.callback.disabled
+    assert len(r.display.warnings) == 1
+    assert named in r.display.warnings[0]
+    assert temperstack.processes == []

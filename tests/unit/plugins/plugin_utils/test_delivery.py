@@ -20,6 +20,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery imp
     claim_lease,
     deliver,
     is_news,
+    is_withheld,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
 
@@ -97,6 +98,108 @@ def test_attempts_and_status_of_a_retried_send(ledger, endpoint, client, opener,
 def test_is_news():
     alert = build_alert({'alert_name': 'x', 'status': 'Alarm'})
     assert is_news(alert, None)
+
+
+# -- only_if_raised -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('force', [False, True])
+def test_only_if_raised_withholds_an_ok_for_an_alert_never_raised(ledger, endpoint, client, opener, make_alert, force):
+    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, force=force, only_if_raised=True)
+    assert outcome._replace(alert=None) == Outcome(None, None, changed=False, withheld=True)
+    assert opener.calls == []
+    assert snapshot(ledger, endpoint, make_alert().alert_id) == (None, [])
+
+
+def test_only_if_raised_withholds_an_ok_for_a_resolved_alert(ledger, endpoint, client, opener, make_alert):
+    deliver(make_alert(status='OK'), endpoint, ledger, client)
+    opener.calls.clear()
+    before = snapshot(ledger, endpoint, make_alert().alert_id)
+
+    # A different payload would be news without the option.
+    outcome = deliver(make_alert(status='OK', description='fine again'), endpoint, ledger, client, only_if_raised=True)
+    assert (outcome.changed, outcome.sent, outcome.withheld) == (False, False, True)
+    assert outcome.previous.status == 'OK'
+    assert opener.calls == []
+    assert snapshot(ledger, endpoint, make_alert().alert_id) == before
+
+
+def test_only_if_raised_resolves_a_raised_alert_once(ledger, endpoint, client, opener, make_alert):
+    deliver(make_alert(), endpoint, ledger, client, only_if_raised=True)
+    resolved = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    again = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+
+    assert (resolved.changed, resolved.sent, resolved.withheld) == (True, True, False)
+    assert resolved.previous.status == 'Alarm'
+    assert (again.changed, again.sent, again.withheld) == (False, False, True)
+    assert [body['status'] for body in opener.bodies] == ['Alarm', 'OK']
+    assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'OK'
+
+
+def test_only_if_raised_has_no_effect_on_an_alarm(ledger, endpoint, client, opener, make_alert):
+    outcome = deliver(make_alert(), endpoint, ledger, client, only_if_raised=True)
+    assert (outcome.changed, outcome.sent, outcome.withheld) == (True, True, False)
+    assert opener.bodies == [make_alert().payload]
+
+
+@pytest.mark.parametrize(('raised', 'changed'), [(False, False), (True, True)], ids=['never-raised', 'raised'])
+def test_only_if_raised_in_check_mode(ledger, endpoint, client, opener, make_alert, raised, changed):
+    if raised:
+        deliver(make_alert(), endpoint, ledger, client)
+        opener.calls.clear()
+    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, check_mode=True, only_if_raised=True)
+    assert (outcome.changed, outcome.sent, outcome.withheld) == (changed, False, not raised)
+    assert opener.calls == []
+
+
+def test_only_if_raised_counts_a_queued_alarm_as_raised(ledger, endpoint, client, opener, make_alert):
+    ledger.queue(endpoint.ledger_key, make_alert(), hosts=['web01'])
+    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    assert (outcome.changed, outcome.sent, outcome.withheld) == (True, True, False)
+    assert [body['status'] for body in opener.bodies] == ['Alarm', 'OK']
+    assert ledger.pending(endpoint.ledger_key) == []
+
+
+def test_only_if_raised_still_delivers_a_queued_ok(ledger, endpoint, client, opener, make_alert):
+    # The callback queued the OK that resolves the alert; the task delivers it, and its own OK is withheld.
+    deliver(make_alert(), endpoint, ledger, client)
+    ledger.queue(endpoint.ledger_key, make_alert(status='OK', description='recovered'))
+    opener.calls.clear()
+
+    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    assert (outcome.changed, outcome.sent, outcome.withheld) == (True, True, True)
+    assert [body.get('description') for body in opener.bodies] == ['recovered']
+    assert ledger.pending(endpoint.ledger_key) == []
+    assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).payload['description'] == 'recovered'
+
+
+def test_only_if_raised_rechecks_under_the_claim(ledger, endpoint, client, opener, make_alert, monkeypatch):
+    # Another fork resolved the alert between this fork's first look and its claim.
+    deliver(make_alert(), endpoint, ledger, client)
+    stale = ledger.lookup(endpoint.ledger_key, make_alert().alert_id)
+    deliver(make_alert(status='OK', description='resolved elsewhere'), endpoint, ledger, client)
+    opener.calls.clear()
+    real_lookup = ledger.lookup
+    looks = []
+
+    def lookup(endpoint_key, alert_id):
+        looks.append(alert_id)
+        return stale if len(looks) == 1 else real_lookup(endpoint_key, alert_id)
+
+    monkeypatch.setattr(ledger, 'lookup', lookup)
+    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    assert len(looks) == 2
+    assert (outcome.changed, outcome.sent, outcome.withheld) == (False, False, True)
+    assert outcome.previous.payload['description'] == 'resolved elsewhere'
+    assert opener.calls == []
+
+
+def test_is_withheld():
+    alarm = build_alert({'alert_name': 'x', 'status': 'Alarm'})
+    ok = build_alert({'alert_name': 'x', 'status': 'OK'})
+    assert not is_withheld(ok, None, only_if_raised=False)
+    assert is_withheld(ok, None, only_if_raised=True)
+    assert not is_withheld(alarm, None, only_if_raised=True)
 
 
 # -- check mode -----------------------------------------------------------------------------------

@@ -340,6 +340,15 @@ def test_corrupt_ledger_moved_aside_with_warning(ledger_path, endpoint, make_ale
     assert len(warnings) == 1
 
 
+def test_a_directory_at_the_ledger_path_is_refused_not_moved_aside(ledger_path):
+    os.makedirs(os.path.join(ledger_path, 'someone-elses-files'))
+
+    with pytest.raises(LedgerError, match='is a directory'):
+        Ledger(ledger_path)
+    assert os.listdir(ledger_path) == ['someone-elses-files']
+    assert [name for name in os.listdir(os.path.dirname(ledger_path)) if '.corrupt-' in name] == []
+
+
 def test_corrupt_ledger_without_warn_callback(ledger_path):
     os.makedirs(os.path.dirname(ledger_path))
     with open(ledger_path, 'wb') as handle:

@@ -12,9 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import ALERT_ID_MAX_CHARS, FIELDS
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import (
+    ALERT_ID_MAX_CHARS,
+    FIELDS,
+    AlertValidationError,
+)
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import (
+    MAX_DESCRIPTION_CHARS,
     METRIC_NAME,
     NO_LOG_MESSAGE,
     SCOPES,
@@ -25,6 +30,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units im
     failed_hosts_of,
     ok_for,
     unit_alert_id,
+    validate_settings,
 )
 
 ID_SHAPE = re.compile(r'^[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{12}$')
@@ -540,3 +546,24 @@ def test_host_ok_names_the_host():
     unit = next(u for u in one_play().units('host', 'ansible') if u.host == 'web1')
 
     assert 'on web1' in ok_for(unit, AlertSettings(scope='host')).payload['description']
+
+
+def test_a_failure_storm_still_makes_one_valid_bounded_alarm():
+    failures = [(f'host{i:04d}', 'Install the package', 'x' * 1000) for i in range(600)]
+    book = one_play(ran=(), failures=failures)
+
+    description = alarm_for(only_unit(book), AlertSettings()).payload['description']
+
+    assert len(description) <= MAX_DESCRIPTION_CHARS
+    assert description.startswith('Failed hosts (600): host0000, host0001')
+    shown = description.count("\n- host")
+    assert shown > 5
+    assert description.endswith(f'... and {600 - shown} more failures not shown')
+
+
+def test_validate_settings_names_the_bad_setting():
+    validate_settings(AlertSettings(run_book_url='https://wiki.example.com/rb'))
+    with pytest.raises(AlertValidationError, match='run_book_url must be an http'):
+        validate_settings(AlertSettings(run_book_url='wiki'))
+    with pytest.raises(AlertValidationError, match='scope must be one of play, host, playbook'):
+        validate_settings(AlertSettings(scope='task'))
