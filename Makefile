@@ -1,9 +1,11 @@
 # Build and test the temperstack.alerting collection.
 #
-#   make test         everything CI runs: venvs, sanity (2.21 + 2.19), units,
-#                     integration, build + tarball check + install check
-#   make venv         .venv (Python 3.13, ansible-core 2.21) and
-#                     .venv-2.19 (Python 3.11, ansible-core 2.19)
+#   make test         everything CI runs: venvs, lint, sanity (2.21 + 2.19), units,
+#                     integration, build + tarball check + install check,
+#                     galaxy-importer
+#   make venv         .venv (Python 3.13, ansible-core 2.21),
+#                     .venv-2.19 (Python 3.11, ansible-core 2.19) and
+#                     .venv-lint (Python 3.13, ansible-core 2.21, the lint tools)
 #   make stage        copy the collection to build/collections/ansible_collections/
 #                     temperstack/alerting (ansible-test needs an
 #                     .../ansible_collections/<namespace>/<name> path)
@@ -14,8 +16,15 @@
 #   make stand-in-tests  pytest tests/stand_in (the stand-in server's self-test)
 #   make integration  ansible-test integration (Python 3.13, ansible-core 2.21)
 #                     (units-2.19 / integration-2.19: same on 2.19, not in test)
+#   make lint         quality gates on the staged copy: ansible-lint (production
+#                     profile, offline), antsibull-docs lint-collection-docs,
+#                     antsibull-changelog lint, ansible-builder (lint-ansible,
+#                     lint-docs, lint-changelog, lint-ee for one of them)
 #   make build        build the tarball, check its contents, install it
-#   make demo         for now the same as `make integration`
+#   make installed-example  build, then run examples/alert.yml from the install
+#                     against the stand-in
+#   make galaxy-importer  build, then galaxy-importer on the tarball (offline)
+#   make demo         build + install the tarball, run examples/ against a stand-in
 #   make clean        remove venvs, build output and caches
 #
 # Extra arguments for ansible-test: make sanity SANITY_ARGS='--test pylint'
@@ -46,6 +55,11 @@ VENV      := $(REPO_ROOT)/.venv
 VENV_2_19 := $(REPO_ROOT)/.venv-2.19
 VENV_STAMP      := $(VENV)/.installed
 VENV_2_19_STAMP := $(VENV_2_19)/.installed
+# The quality-gate tools (ansible-lint, antsibull-docs, antsibull-changelog,
+# galaxy-importer, ansible-builder) live in a venv of their own: they pull in
+# many packages that ansible-test's environments must not see.
+VENV_LINT       := $(REPO_ROOT)/.venv-lint
+VENV_LINT_STAMP := $(VENV_LINT)/.installed
 
 # --- staging --------------------------------------------------------------
 STAGE_ROOT := $(REPO_ROOT)/build/collections
@@ -66,10 +80,11 @@ INTEGRATION_ARGS ?=
 run_in = cd $(STAGE) && env -u ANSIBLE_COLLECTIONS_PATH -u ANSIBLE_COLLECTIONS_PATHS PATH="$(1)/bin:$$PATH" VIRTUAL_ENV="$(1)"
 
 .PHONY: help test venv stage pip-shim sanity sanity-2.21 sanity-2.19 units units-2.19 \
-	integration integration-2.19 stand-in-tests build demo clean
+	integration integration-2.19 stand-in-tests build demo clean \
+	lint lint-ansible lint-docs lint-changelog lint-ee installed-example galaxy-importer
 
 help:
-	@sed -n '3,20s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,/^#$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 # --- test: what .ci/run runs --------------------------------------------------
 # One shell runs the steps in order and stops at the first failure; each step
@@ -77,12 +92,14 @@ help:
 TEST_STEPS := \
 	"venv|venv" \
 	"stage + pip-shim|stage pip-shim" \
+	"lint: ansible-lint, antsibull, ansible-builder|lint NO_STAGE=1" \
 	"sanity: ansible-core 2.21 / Python 3.13|sanity-2.21 NO_STAGE=1" \
 	"sanity: ansible-core 2.19 / Python 3.11|sanity-2.19 NO_STAGE=1" \
 	"units: ansible-core 2.21 / Python 3.13|units NO_STAGE=1" \
 	"stand-in self-test: pytest tests/stand_in|stand-in-tests NO_STAGE=1" \
 	"integration: ansible-core 2.21 / Python 3.13|integration NO_STAGE=1" \
-	"build: tarball contents and install|build"
+	"build: tarball, install, example from install|build installed-example NO_BUILD=1" \
+	"galaxy-importer: the built tarball, offline|galaxy-importer NO_BUILD=1"
 
 test:
 	@summary=""; total_start=$$SECONDS; \
@@ -99,7 +116,7 @@ test:
 		"$$summary" "total" $$((SECONDS - total_start))
 
 # --- venv ---------------------------------------------------------------------
-venv: $(VENV_STAMP) $(VENV_2_19_STAMP)
+venv: $(VENV_STAMP) $(VENV_2_19_STAMP) $(VENV_LINT_STAMP)
 
 need_python = @if [[ ! -x "$(1)" ]]; then echo "Python $(2) not found: set PYTHON$(subst .,,$(2))=/path/to/python$(2)" >&2; exit 1; fi
 
@@ -120,6 +137,17 @@ $(VENV_2_19_STAMP): requirements-test.txt requirements-core-2.19.txt
 	$(VENV_2_19)/bin/python -m pip install --quiet --disable-pip-version-check \
 		-r requirements-test.txt -r requirements-core-2.19.txt
 	$(VENV_2_19)/bin/ansible --version | sed -n 1p
+	touch $@
+
+# Same ansible-core as .venv (requirements-core-2.21.txt), so lint, docs and
+# the importer see the collection as the tests do.
+$(VENV_LINT_STAMP): requirements-lint.txt requirements-core-2.21.txt
+	$(call need_python,$(PYTHON313),3.13)
+	rm -rf $(VENV_LINT)
+	$(PYTHON313) -m venv $(VENV_LINT)
+	$(VENV_LINT)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements-lint.txt -r requirements-core-2.21.txt
+	PATH="$(VENV_LINT)/bin:$$PATH" ansible-lint --offline --nocolor --version | sed -n 1p
 	touch $@
 
 # --- stage --------------------------------------------------------------------
@@ -202,14 +230,20 @@ integration: venv $(STAGE_DEP)
 integration-2.19: venv $(STAGE_DEP)
 	$(call run_in,$(VENV_2_19)) ansible-test integration --local --python 3.11 --requirements $(ANSIBLE_TEST_FLAGS) $(INTEGRATION_ARGS)
 
-demo: integration
+# tools/demo.sh says first where the alerts will go, then (after the build) runs the
+# playbooks of examples/ from the installed tarball; see the comment at its top.
+demo:
+	@tools/demo.sh --announce
+	@$(MAKE) --no-print-directory build
+	DEMO_VENV=$(VENV) DEMO_COLLECTIONS_PATH=$(INSTALL_DIR) tools/demo.sh
 
 # --- build ----------------------------------------------------------------------
 # Built from a fresh copy of the source tree (same file list as `make stage`),
 # so local clutter never ends up in the artifact and the result matches what a
 # clean clone builds. The tarball is checked, then installed into an empty
 # collections path and verified against its own manifest, all offline.
-build: venv
+# Only .venv: `make demo` builds too, and needs neither the 2.19 nor the lint venv.
+build: $(VENV_STAMP)
 	tools/stage_collection.sh $(BUILD_SRC)
 	rm -rf $(DIST_DIR) $(INSTALL_DIR)
 	mkdir -p $(DIST_DIR) $(INSTALL_DIR)
@@ -219,7 +253,74 @@ build: venv
 	$(VENV)/bin/ansible-galaxy collection verify --offline -p $(INSTALL_DIR) temperstack.alerting
 	ANSIBLE_COLLECTIONS_PATH=$(INSTALL_DIR) $(VENV)/bin/ansible-galaxy collection list -p $(INSTALL_DIR) temperstack.alerting
 
+# --- lint: the ecosystem's quality gates ----------------------------------------
+# Run with .venv-lint in the staged copy: it lies in an .../ansible_collections/
+# temperstack/alerting path, so temperstack.alerting.* resolves, and it holds
+# exactly the files git knows about. Nothing asks Galaxy for anything.
+# ANSIBLE_HOME keeps ansible-lint's and ansible-doc's caches (and the collections
+# path they add, ANSIBLE_HOME/collections) out of ~/.ansible.
+LINT_WORK := $(REPO_ROOT)/build/lint
+lint_in = cd $(STAGE) && env -u ANSIBLE_COLLECTIONS_PATH -u ANSIBLE_COLLECTIONS_PATHS -u ANSIBLE_CONFIG \
+	PATH="$(VENV_LINT)/bin:$$PATH" VIRTUAL_ENV="$(VENV_LINT)" ANSIBLE_HOME="$(LINT_WORK)/ansible-home" ANSIBLE_NOCOLOR=1
+
+lint: lint-ansible lint-docs lint-changelog lint-ee
+
+# Production profile over roles/, examples/, plugins/, meta/, changelogs/, galaxy.yml
+# ...; tests/integration and tests/unit are excluded in .ansible-lint.
+lint-ansible: $(VENV_LINT_STAMP) $(STAGE_DEP)
+	rm -rf $(LINT_WORK)/ansible-home && mkdir -p $(LINT_WORK)/ansible-home
+	$(lint_in) ANSIBLE_COLLECTIONS_PATH="$(abspath $(STAGE)/../../..)" \
+		ansible-lint --offline --profile production --nocolor
+
+# Plugin and role docs: schema, markup, references to other plugins and options.
+lint-docs: $(VENV_LINT_STAMP) $(STAGE_DEP)
+	$(lint_in) antsibull-docs lint-collection-docs --plugin-docs \
+		--validate-collection-refs=dependent --disallow-unknown-collection-refs .
+
+# Fragments and changelogs/changelog.yaml; CHANGELOG.md and CHANGELOG.rst must be
+# what changelogs/ generates (after `antsibull-changelog release`, commit all three).
+lint-changelog: $(VENV_LINT_STAMP) $(STAGE_DEP)
+	$(lint_in) antsibull-changelog lint
+	$(lint_in) antsibull-changelog lint-changelog-yaml --strict changelogs/changelog.yaml
+	rm -rf $(LINT_WORK)/changelog && mkdir -p $(LINT_WORK)/changelog
+	for format in md rst; do \
+		out=$(LINT_WORK)/changelog/CHANGELOG.$$format; \
+		$(lint_in) antsibull-changelog generate --output $$out --output-format $$format; \
+		diff -u CHANGELOG.$$format $$out \
+			|| { echo "CHANGELOG.$$format is not what changelogs/ generates: run antsibull-changelog generate" >&2; exit 1; }; \
+	done
+
+# The example execution environment is a valid ansible-builder 3 definition
+# (`create` only writes the build context: no container engine, no Galaxy), and
+# ansible-builder reads meta/execution-environment.yml (no Python or system deps).
+lint-ee: $(VENV_LINT_STAMP) $(STAGE_DEP)
+	rm -rf $(LINT_WORK)/ee-context
+	$(lint_in) ansible-builder create --file examples/execution-environment/execution-environment.yml \
+		--context $(LINT_WORK)/ee-context --output-filename Containerfile
+	grep -q '^- name: temperstack\.alerting$$' $(LINT_WORK)/ee-context/_build/requirements.yml
+	$(lint_in) ansible-builder introspect --sanitize $(abspath $(STAGE)/../../..)
+
+# --- after the build: the artifact as users get it ------------------------------
+# Both build first; `make test` runs `build` as a step of its own and passes
+# NO_BUILD=1.
+ifeq ($(NO_BUILD),)
+BUILD_DEP := build
+endif
+INSTALLED_CHECK_WORK := $(REPO_ROOT)/build/installed-check
+
+# With nothing but the install on the collections path: ansible-doc loads the
+# module, the callback and the role from it, and the installed examples/alert.yml
+# raises, repeats and resolves an alert; the stand-in must get one Alarm, one OK.
+installed-example: $(VENV_STAMP) $(BUILD_DEP)
+	tools/check_installed.sh $(VENV) $(INSTALL_DIR) $(INSTALLED_CHECK_WORK)
+
+# galaxy-importer as Galaxy runs it on upload, minus ansible-test in a container
+# (tools/galaxy-importer.cfg); any warning it logs fails.
+galaxy-importer: $(VENV_LINT_STAMP) $(BUILD_DEP)
+	$(VENV_LINT)/bin/python tools/check_galaxy_import.py $(LINT_WORK)/galaxy-importer \
+		$(DIST_DIR)/temperstack-alerting-*.tar.gz
+
 # --- clean --------------------------------------------------------------------
 clean:
-	rm -rf $(VENV) $(VENV_2_19) build tests/output .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_2_19) $(VENV_LINT) build tests/output .pytest_cache .hypothesis
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -55,6 +55,11 @@ REQUIRED_PATHS = (
     'FILES.json',
     'README.md',
     'meta/runtime.yml',
+    # Galaxy shows the changelog; ansible-builder reads the collection's EE metadata from the
+    # artifact (a build_ignore'd file would be silently missing there).
+    'changelogs/changelog.yaml',
+    'CHANGELOG.md',
+    'meta/execution-environment.yml',
 )
 
 
