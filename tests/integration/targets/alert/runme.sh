@@ -16,12 +16,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # shellcheck source=../setup_temperstack_stand_in/stand_in.sh
 source ../setup_temperstack_stand_in/stand_in.sh
 
-random_hex() {
-    od -An -N8 -tx1 /dev/urandom | tr -d ' \n'
-}
 
-KEY="itest-$(random_hex)"            # the key of ordinary scenarios
-SECRET_KEY="TSKEY-$(random_hex)"     # the key that scenario 10 must find in no output and no file
+KEY="itest-$(ts_random_hex)"            # the key of ordinary scenarios
+SECRET_KEY="TSKEY-$(ts_random_hex)"     # the key that scenario 10 must find in no output and no file
 ts_init "$KEY,$SECRET_KEY"
 started=$SECONDS
 
@@ -32,16 +29,6 @@ ts_webhook_url: "$TS_URL/api/integration/webhook/$KEY"
 ts_collection_version: "$TS_COLLECTION_VERSION"
 EOF
 
-# scenario ID TITLE: announce it, forget the stand-in's requests, give it a fresh ledger and output dir.
-scenario() {
-    ts_log "$1: $2"
-    ts_reset
-    SCENARIO_DIR="$TS_WORK/scenarios/$1"
-    mkdir -p "$SCENARIO_DIR"
-    LEDGER="$SCENARIO_DIR/ledger/ledger.sqlite3"
-    export TEMPERSTACK_LEDGER_PATH="$LEDGER"
-    RUN=0
-}
 
 # playbook FILE [ARGS...]: run it (extra arguments of runme.sh, such as -v, are passed on) with its
 # output shown and saved to $OUT.
@@ -286,17 +273,6 @@ SCENARIOS=(
     "11-module-defaults|scenario_11_module_defaults|module_defaults with the action group"
     "12-rejected|scenario_12_rejected|rejected keys fail clearly"
 )
-for entry in "${SCENARIOS[@]}"; do
-    IFS='|' read -r id function title <<<"$entry"
-    if [[ -n "${TS_SCENARIOS:-}" ]]; then
-        selected=
-        for word in $TS_SCENARIOS; do
-            [[ "$id" == "$word"* ]] && selected=1
-        done
-        [[ -n "$selected" ]] || continue
-    fi
-    scenario "$id" "$title"
-    "$function"
-done
+ts_run_scenarios "${SCENARIOS[@]}"
 
 ts_log "all selected scenarios passed in $((SECONDS - started)) s"

@@ -20,11 +20,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # shellcheck source=../setup_temperstack_stand_in/stand_in.sh
 source ../setup_temperstack_stand_in/stand_in.sh
 
-random_hex() {
-    od -An -N8 -tx1 /dev/urandom | tr -d ' \n'
-}
 
-KEY="hc-$(random_hex)"
+KEY="hc-$(ts_random_hex)"
 ts_init "$KEY"
 started=$SECONDS
 WEBHOOK_URL="$TS_URL/api/integration/webhook/$KEY"
@@ -77,16 +74,6 @@ worker() {
     printf '%s\n' "$2" >"$SCRIPTS_DIR/worker-$1.sh"
 }
 
-# scenario ID TITLE: announce it, forget the stand-in's requests, give it a fresh ledger and output dir.
-scenario() {
-    ts_log "$1: $2"
-    ts_reset
-    SCENARIO_DIR="$TS_WORK/scenarios/$1"
-    mkdir -p "$SCENARIO_DIR"
-    LEDGER="$SCENARIO_DIR/ledger/ledger.sqlite3"
-    export TEMPERSTACK_LEDGER_PATH="$LEDGER"
-    RUN=0
-}
 
 # playbook FILE [ARGS...]: run it with its output shown and saved to $OUT.
 playbook() {
@@ -260,17 +247,6 @@ SCENARIOS=(
     "04-controller|scenario_04_controller|checks run on the controller"
     "05-validation|scenario_05_validation|bad input fails before any check or request"
 )
-for entry in "${SCENARIOS[@]}"; do
-    IFS='|' read -r id function title <<<"$entry"
-    if [[ -n "${TS_SCENARIOS:-}" ]]; then
-        selected=
-        for word in $TS_SCENARIOS; do
-            [[ "$id" == "$word"* ]] && selected=1
-        done
-        [[ -n "$selected" ]] || continue
-    fi
-    scenario "$id" "$title"
-    "$function"
-done
+ts_run_scenarios "${SCENARIOS[@]}"
 
 ts_log "all selected scenarios passed in $((SECONDS - started)) s"

@@ -16,12 +16,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # shellcheck source=../setup_temperstack_stand_in/stand_in.sh
 source ../setup_temperstack_stand_in/stand_in.sh
 
-random_hex() {
-    od -An -N8 -tx1 /dev/urandom | tr -d ' \n'
-}
 
-KEY="pa-$(random_hex)"              # the key of ordinary scenarios
-SECRET_KEY="TSKEY-PA-$(random_hex)"  # the key whose absence from all output and files section 16 proves
+KEY="pa-$(ts_random_hex)"              # the key of ordinary scenarios
+SECRET_KEY="TSKEY-PA-$(ts_random_hex)"  # the key whose absence from all output and files section 16 proves
 ts_init "$KEY,$SECRET_KEY"
 started=$SECONDS
 HERE=$PWD
@@ -43,13 +40,7 @@ INVENTORY="$TS_WORK/inventory.ini"
 
 # scenario ID TITLE: announce it, forget the stand-in's requests, give it a fresh ledger and output dir.
 scenario() {
-    ts_log "$1: $2"
-    ts_reset
-    SCENARIO_DIR="$TS_WORK/scenarios/$1"
-    mkdir -p "$SCENARIO_DIR"
-    LEDGER="$SCENARIO_DIR/ledger/ledger.sqlite3"
-    export TEMPERSTACK_LEDGER_PATH="$LEDGER"
-    RUN=0
+    ts_scenario "$1" "$2"
     EXTRA_ENV=()
 }
 

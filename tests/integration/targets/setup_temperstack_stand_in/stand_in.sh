@@ -238,3 +238,38 @@ ts_expect_count() {
 ts_recap_changed() {
     sed -n 's/^[^ ].* : ok=[0-9]*[[:space:]]*changed=\([0-9]*\).*/\1/p' "$1"
 }
+
+# ts_random_hex: 16 random hex digits, for keys that no output or file may contain.
+ts_random_hex() {
+    od -An -N8 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+# ts_scenario ID TITLE: announce a scenario, forget the stand-in's requests, and give it a fresh
+# ledger (TEMPERSTACK_LEDGER_PATH=$LEDGER) and work directory ($SCENARIO_DIR).
+ts_scenario() {
+    ts_log "$1: $2"
+    ts_reset
+    SCENARIO_DIR="$TS_WORK/scenarios/$1"
+    mkdir -p "$SCENARIO_DIR"
+    LEDGER="$SCENARIO_DIR/ledger/ledger.sqlite3"
+    export TEMPERSTACK_LEDGER_PATH="$LEDGER"
+    RUN=0
+}
+
+# ts_run_scenarios "ID|FUNCTION|TITLE"...: run each scenario in order; TS_SCENARIOS="03 10" selects
+# those whose ids start with one of its words.
+ts_run_scenarios() {
+    local entry id function title word selected
+    for entry in "$@"; do
+        IFS='|' read -r id function title <<<"$entry"
+        if [[ -n "${TS_SCENARIOS:-}" ]]; then
+            selected=
+            for word in $TS_SCENARIOS; do
+                [[ "$id" == "$word"* ]] && selected=1
+            done
+            [[ -n "$selected" ]] || continue
+        fi
+        ts_scenario "$id" "$title"
+        "$function"
+    done
+}
