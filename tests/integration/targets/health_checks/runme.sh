@@ -154,6 +154,8 @@ scenario_01_http() {  # healthy, failing, still failing, healthy, healthy: nothi
     playbook http.yml "${connection[@]}"
     expect_sent
 
+    # LEDGER is the scenario's default ledger, set by ts_scenario.
+    # shellcheck disable=SC2153
     [[ -s "$ledger" && ! -e "$LEDGER" ]] || ts_fail "health_checks_ledger_path was not the ledger used"
     echo "ok: the ledger is at health_checks_ledger_path"
 }
