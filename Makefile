@@ -14,6 +14,9 @@
 #                     (sanity-2.21 / sanity-2.19 for one of them)
 #   make units        ansible-test units (Python 3.13, ansible-core 2.21)
 #   make stand-in-tests  pytest tests/stand_in (the stand-in server's self-test)
+#   make faults-quick the fault-injection, fuzzing and secret-leak suite (tests/faults),
+#                     short variant (part of test)
+#   make faults       its long variant; rewrites docs/reliability.md from the run
 #   make integration  ansible-test integration (Python 3.13, ansible-core 2.21)
 #                     (units-2.19 / integration-2.19: same on 2.19, not in test)
 #   make lint         quality gates on the staged copy: ansible-lint (production
@@ -25,6 +28,9 @@
 #                     against the stand-in
 #   make galaxy-importer  build, then galaxy-importer on the tarball (offline)
 #   make demo         build + install the tarball, run examples/ against a stand-in
+#   make bench        benchmarks (tools/bench/, about 20 minutes on an idle machine):
+#                     writes docs/performance.md; BENCH_ARGS='--cases 4' for one case
+#   make bench-smoke  one scaled-down iteration of every benchmark case (in test)
 #   make clean        remove venvs, build output and caches
 #
 # Extra arguments for ansible-test: make sanity SANITY_ARGS='--test pylint'
@@ -98,6 +104,8 @@ TEST_STEPS := \
 	"units: ansible-core 2.21 / Python 3.13|units NO_STAGE=1" \
 	"stand-in self-test: pytest tests/stand_in|stand-in-tests NO_STAGE=1" \
 	"integration: ansible-core 2.21 / Python 3.13|integration NO_STAGE=1" \
+	"faults (short): tests/faults|faults-quick NO_STAGE=1" \
+	"bench smoke: one scaled-down iteration per case|bench-smoke" \
 	"build: tarball, install, example from install|build installed-example NO_BUILD=1" \
 	"galaxy-importer: the built tarball, offline|galaxy-importer NO_BUILD=1"
 
@@ -197,6 +205,29 @@ units-2.19: venv $(STAGE_DEP)
 stand-in-tests: venv $(STAGE_DEP)
 	@if [[ ! -d $(STAGE)/tests/stand_in ]]; then echo "stand-in-tests: no tests/stand_in, nothing to run"; exit 0; fi; \
 	cd $(STAGE) && set -x && $(VENV)/bin/python -m pytest -p no:cacheprovider -q tests/stand_in
+
+# --- faults: fault injection, fuzzing, secret leaks ------------------------------
+# pytest tests/faults from the staged copy (it lies in .../ansible_collections/
+# temperstack/alerting, so its ansible-playbook runs and imports find the
+# collection under test). Everything it writes (outputs, ledgers, temp files,
+# all scanned for the key at the end) goes to FAULTS_WORK/work-<profile>, its
+# figures to FAULTS_WORK/figures-<profile>.json. `faults` (about 15 minutes)
+# then rewrites docs/reliability.md from its figures.
+FAULTS_WORK ?= $(REPO_ROOT)/build/faults
+FAULTS_ARGS ?=
+run_faults = cd $(STAGE) && env -u ANSIBLE_COLLECTIONS_PATH -u ANSIBLE_COLLECTIONS_PATHS \
+	TEMPERSTACK_FAULTS_PROFILE=$(1) TEMPERSTACK_FAULTS_WORK=$(FAULTS_WORK)/work-$(1) \
+	TEMPERSTACK_FAULTS_REPORT=$(FAULTS_WORK)/figures-$(1).json \
+	TEMPERSTACK_FAULTS_REVISION="$$(git -C $(REPO_ROOT) describe --always --dirty 2>/dev/null)" \
+	$(VENV)/bin/python -m pytest -p no:cacheprovider -q -rfE tests/faults $(FAULTS_ARGS)
+.PHONY: faults faults-quick
+
+faults-quick: $(VENV_STAMP) $(STAGE_DEP)
+	$(call run_faults,quick)
+
+faults: $(VENV_STAMP) $(STAGE_DEP)
+	$(call run_faults,full)
+	$(VENV)/bin/python tools/reliability_report.py $(FAULTS_WORK)/figures-full.json docs/reliability.md
 
 # --- integration ----------------------------------------------------------------
 # Targets live in tests/integration/targets/<name>/ with `aliases` and
@@ -319,6 +350,21 @@ installed-example: $(VENV_STAMP) $(BUILD_DEP)
 galaxy-importer: $(VENV_LINT_STAMP) $(BUILD_DEP)
 	$(VENV_LINT)/bin/python tools/check_galaxy_import.py $(LINT_WORK)/galaxy-importer \
 		$(DIST_DIR)/temperstack-alerting-*.tar.gz
+
+# --- bench ----------------------------------------------------------------------
+# tools/bench/bench.py runs the cases of docs/performance.md, each interleaved with
+# its baseline, against the stand-in and a copy of the collection staged in
+# build/bench (ledgers and ANSIBLE_HOME there too, never ~/.ansible), and rewrites
+# docs/performance.md. bench-smoke runs one scaled-down iteration of each case in
+# build/bench-smoke and asserts no target: it only keeps the harness working.
+BENCH_ARGS ?=
+.PHONY: bench bench-smoke
+
+bench: $(VENV_STAMP)
+	$(VENV)/bin/python tools/bench/bench.py $(BENCH_ARGS)
+
+bench-smoke: $(VENV_STAMP)
+	$(VENV)/bin/python tools/bench/bench.py --smoke
 
 # --- clean --------------------------------------------------------------------
 clean:

@@ -46,6 +46,8 @@ FORBIDDEN_PATHS = (
     'tests/output/*',
     'tests/stand_in',
     'tests/stand_in/*',
+    'tests/faults',
+    'tests/faults/*',
     'tests/unit/*',
     'tests/integration/*',
 )

@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import typing as t
 
+from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import (
@@ -20,6 +23,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
     DEFAULT_TIMEOUT,
     DeliveryError,
     TemperstackClient,
+    check_ca_path,
+    check_retries,
+    check_timeout,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery import Outcome, deliver
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
@@ -30,9 +36,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     Ledger,
     LedgerError,
     default_ledger_path,
+    discard_shared,
+    shared_ledger,
 )
-
-MAX_RETRIES = 10
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     # The alert fields are type-checked by the core, which rejects lists and dictionaries instead of
@@ -61,7 +67,11 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
 
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        try:
+            _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        except (OverflowError, ValueError) as exc:
+            # ansible-core's int conversion raises these, naming no option, for .inf and .nan.
+            raise AnsibleActionFail(f'{_non_finite(self._task.args)} must be a finite number ({exc})') from None
         warnings: list[str] = []
         try:
             outcome = self._deliver(args, warnings)
@@ -81,14 +91,14 @@ class ActionModule(ActionBase):
         endpoint = resolve_endpoint(args)
         client = TemperstackClient(
             endpoint,
-            timeout=_positive('timeout', args['timeout']),
-            retries=_bounded('retries', args['retries'], MAX_RETRIES),
+            timeout=check_timeout(args['timeout']),
+            retries=check_retries(args['retries']),
             validate_certs=args['validate_certs'],
-            ca_path=args['ca_path'],
+            ca_path=check_ca_path(args['ca_path']),
         )
         check_mode = bool(self._task.check_mode)
         ledger_path = args['ledger_path'] or default_ledger_path()
-        with Ledger(ledger_path, warn=warnings.append, create=not check_mode) as ledger:
+        with _ledger(ledger_path, warnings.append, check_mode) as ledger:
             if not check_mode:
                 ledger.prune_if_due()
             return deliver(
@@ -101,6 +111,30 @@ class ActionModule(ActionBase):
                 warn=warnings.append,
                 only_if_raised=args['only_if_raised'],
             )
+
+
+@contextlib.contextmanager
+def _ledger(path: str, warn: t.Callable[[str], None], check_mode: bool) -> t.Iterator[Ledger]:
+    """The ledger for one task: the worker's shared one, or in check mode one that creates nothing on disk.
+
+    The items of a loop run in one worker process; sharing one ledger connection between them saves SQLite's
+    checkpoint and write-ahead-log set-up on every item (see ``shared_ledger``).
+    """
+    if check_mode:
+        with Ledger(path, warn=warn, create=False) as ledger:
+            yield ledger
+        return
+    ledger = shared_ledger(path, warn=warn)
+    try:
+        yield ledger
+    except LedgerError:
+        discard_shared(ledger)
+        raise
+
+
+def _non_finite(args: t.Mapping[str, t.Any]) -> str:
+    names = sorted(name for name, value in args.items() if isinstance(value, float) and not math.isfinite(value))
+    return ' and '.join(names) or 'every number'
 
 
 def _outcome_result(outcome: Outcome, diff: bool) -> dict[str, t.Any]:
@@ -142,15 +176,3 @@ def _summary(outcome: Outcome) -> str:
     if outcome.changed:
         return f'{status} would be sent for alert {alert_id}'
     return f'Temperstack already holds {status} for alert {alert_id}; nothing sent'
-
-
-def _positive(option: str, value: int) -> int:
-    if value <= 0:
-        raise AlertValidationError(f'{option} must be a positive number of seconds, got {value}')
-    return value
-
-
-def _bounded(option: str, value: int, highest: int) -> int:
-    if not 0 <= value <= highest:
-        raise AlertValidationError(f'{option} must be between 0 and {highest}, got {value}')
-    return value

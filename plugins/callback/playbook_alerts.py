@@ -33,8 +33,9 @@ description:
     interrupted by Ctrl-C or SIGTERM) sends no V(OK)."
   - Check-mode runs (C(--check)) send nothing unless O(check_mode_alerts=true).
   - Never blocks and never fails the playbook. Alerts are written to the outbox of the ledger and delivered by a
-    separate process, so no task waits on Temperstack. At the end of the run the callback waits at most
-    O(flush_timeout) seconds for pending deliveries, then prints one line saying what was sent or queued, and a
+    separate process, so no task waits on Temperstack. When more than 16 alerts wait, it sends up to 16 at once;
+    the V(Alarm) and the V(OK) of one alert always go one after the other, in the order they were raised. At the
+    end of the run the callback waits at most O(flush_timeout) seconds for pending deliveries, then prints one line saying what was sent or queued, and a
     warning if delivery failed. What was not delivered stays in the outbox and is delivered first, oldest first,
     by the next run with the same endpoint, so an V(OK) never reaches Temperstack before its V(Alarm).
   - Without a configured endpoint the callback disables itself with one warning.
@@ -122,7 +123,7 @@ options:
         key: check_mode_alerts
   flush_timeout:
     description:
-      - The longest time, in seconds, the end of the run waits for pending deliveries.
+      - The longest time, in seconds, the end of the run waits for pending deliveries, from 0 to 3600.
         What is not delivered by then stays queued for the next run.
     type: float
     default: 30
@@ -134,6 +135,7 @@ options:
   max_error_chars:
     description:
       - The longest error message of a failed task quoted in an alert's description; longer ones are cut.
+        At least 1.
     type: int
     default: 300
     env:
@@ -159,7 +161,13 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import
     STATUS_ALARM,
     AlertValidationError,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
+    MAX_TIMEOUT,
+    TemperstackClient,
+    check_ca_path,
+    check_retries,
+    check_timeout,
+)
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery import is_news
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
     CONNECTION_OPTIONS,
@@ -234,15 +242,16 @@ class CallbackModule(CallbackBase):
         validate_settings(self._settings)
         client = TemperstackClient(
             endpoint,
-            timeout=self.get_option('timeout'),
-            retries=self.get_option('retries'),
+            timeout=check_timeout(self.get_option('timeout')),
+            retries=check_retries(self.get_option('retries')),
             validate_certs=self.get_option('validate_certs'),
-            ca_path=self.get_option('ca_path'),
+            ca_path=check_ca_path(self.get_option('ca_path')),
         )
+        flush_timeout = _check_flush_timeout(self.get_option('flush_timeout'))
         self._ledger = Ledger(self.get_option('ledger_path'), warn=self._display.warning)
         self._ledger.prune_if_due()
         self._endpoint_key = endpoint.ledger_key
-        self._flush_timeout = float(self.get_option('flush_timeout'))
+        self._flush_timeout = flush_timeout
         self._sender = DeliveryProcess(client, self._ledger.path, self._flush_timeout)
         if self._ledger.pending(self._endpoint_key):
             # What earlier runs could not deliver goes first, before this run's own alerts.
@@ -372,6 +381,13 @@ class CallbackModule(CallbackBase):
                 f'temperstack: delivery did not finish within flush_timeout ({self._flush_timeout:g} s); '
                 'what is left stays queued for the next run'
             )
+
+
+def _check_flush_timeout(value: t.Any) -> float:
+    seconds = float(value)
+    if not 0 <= seconds <= MAX_TIMEOUT:  # also false for NaN
+        raise AlertValidationError(f'flush_timeout must be between 0 and {MAX_TIMEOUT} seconds, got {value}')
+    return seconds
 
 
 def _narrowed_run() -> bool:

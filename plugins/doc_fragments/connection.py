@@ -40,7 +40,7 @@ options:
     type: str
   timeout:
     description:
-      - Seconds to wait for Temperstack to answer one request.
+      - Seconds to wait for Temperstack to answer one request, at most 3600.
     type: int
     default: 10
   retries:
@@ -117,7 +117,7 @@ options:
         key: base_url
   timeout:
     description:
-      - Seconds to wait for Temperstack to answer one request.
+      - Seconds to wait for Temperstack to answer one request, at most 3600.
     type: int
     default: 10
     env:

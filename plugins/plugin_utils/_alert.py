@@ -135,13 +135,27 @@ def _as_text(field: str, value: t.Any) -> str | None:
         raise AlertValidationError(
             f'{field} must be a string, got {_type_name(value)}'
         )
-    text = str(value).strip()
+    text = valid_unicode(str(value)).strip()
     if not text:
         return None
     if len(text) > MAX_FIELD_CHARS:
         raise AlertValidationError(
             f'{field} is {len(text)} characters long; at most {MAX_FIELD_CHARS} are allowed'
         )
+    return text
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, so that it can be encoded as UTF-8.
+
+    Ansible decodes undecodable bytes (a command's output, a file name) to lone surrogates; sent as they are,
+    they make a body that is not UTF-8, which Temperstack refuses, and a ledger entry SQLite cannot store.
+    A surrogate pair (two code points) becomes the one character it stands for.
+    """
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
     return text
 
 

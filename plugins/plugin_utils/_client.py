@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import json
+import os
 import random
 import socket
 import ssl
@@ -24,6 +25,7 @@ from ansible.module_utils.ansible_release import __version__ as ansible_version
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import Request, SSLValidationError, make_context
 
+from ._alert import AlertValidationError
 from ._endpoint import Endpoint
 
 COLLECTION_VERSION = '1.0.0'
@@ -31,6 +33,9 @@ USER_AGENT = f'temperstack.alerting/{COLLECTION_VERSION} (ansible-core {ansible_
 
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 3
+# Beyond these, a socket cannot take the timeout (OverflowError) or a run would wait for hours on one alert.
+MAX_TIMEOUT = 3600
+MAX_RETRIES = 10
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 # Retry-After is honoured, but a server asking for minutes must not hold a playbook for minutes.
@@ -38,6 +43,36 @@ RETRY_AFTER_CAP = 30.0
 MAX_RESPONSE_CHARS = 500
 
 _KEY_REJECTED = (401, 403, 404)
+
+
+def check_timeout(value: t.Any) -> float:
+    """``timeout`` as the client can use it, or an ``AlertValidationError`` that names the option."""
+    # value != value is NaN; math.isnan() would raise OverflowError for an integer too large for a float.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value <= 0:  # pylint: disable=comparison-with-itself
+        raise AlertValidationError(f'timeout must be a positive number of seconds, got {value}')
+    if value > MAX_TIMEOUT:
+        raise AlertValidationError(f'timeout must be at most {MAX_TIMEOUT} seconds, got {value}')
+    return value
+
+
+def check_retries(value: t.Any) -> int:
+    """``retries`` as the client can use it, or an ``AlertValidationError`` that names the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
+        raise AlertValidationError(f'retries must be between 0 and {MAX_RETRIES}, got {value}')
+    return value
+
+
+def check_ca_path(path: str | None) -> str | None:
+    """``ca_path`` if it names a file, else an ``AlertValidationError`` that names the option.
+
+    Left to the TLS layer, a missing bundle reads as a connection error ("No such file or directory"),
+    retried like one, and the message never says which setting is wrong.
+    """
+    if path is not None and not os.path.isfile(path):
+        raise AlertValidationError(
+            f'ca_path {path} is not a file: give the PEM bundle of the CA certificates that signed Temperstack\'s certificate'
+        )
+    return path
 
 
 class DeliveryError(Exception):
@@ -197,8 +232,14 @@ class TemperstackClient:
         return _Retryable(f'the connection failed ({self._describe(reason)})')
 
     def _tls_message(self, exc: BaseException) -> str:
+        described = self._describe(exc)
+        # A failed verification says only CERTIFICATE_VERIFY_FAILED; OpenSSL's own words tell an expired
+        # certificate from an unknown CA or a wrong host name.
+        verify_message = getattr(exc, 'verify_message', None)
+        if verify_message and verify_message not in described:
+            described = f'{described}: {self.endpoint.mask(str(verify_message))}'
         return (
-            f'TLS verification of {self.endpoint.masked_url} failed ({self._describe(exc)}); '
+            f'TLS verification of {self.endpoint.masked_url} failed ({described}); '
             'set ca_path to the CA bundle that signed it, or validate_certs=false only for testing'
         )
 

@@ -99,6 +99,12 @@ def resolve_endpoint(
         chosen = from_env
         _reject_conflicts(chosen, source='environment')
 
+    for name, value in chosen.items():
+        try:
+            value.encode('utf-8')
+        except UnicodeEncodeError:
+            # Undecodable bytes (from a variable or the environment) cannot be part of a URL; quote() would crash.
+            raise EndpointError(f'{name} contains bytes that are not valid UTF-8 text') from None
     if 'webhook_url' in chosen:
         return _from_webhook_url(chosen['webhook_url'])
     if 'api_key' not in chosen:

@@ -25,7 +25,7 @@ import typing as t
 
 from ._alert import Alert
 from ._client import DeliveryError, TemperstackClient
-from ._delivery import deliver_queued
+from ._delivery import DELIVERY_WORKERS, deliver_queued
 from ._endpoint import Endpoint
 from ._ledger import Ledger, LedgerError
 
@@ -46,8 +46,8 @@ class OutboxSender:
 
     Everything to send is first written to the outbox by the caller, so an alert survives a dead
     endpoint, a full flush timeout or a killed controller: the next run with the same endpoint sends
-    it before its own alerts. Delivery stops at the first alert that cannot be delivered, so an OK
-    never overtakes the Alarm it resolves.
+    it before its own alerts. A backlog goes out ``DELIVERY_WORKERS`` alerts at once, each alert's entries in
+    order; after a failure no new delivery starts, so an OK never overtakes the Alarm it resolves.
     """
 
     def __init__(self, client: TemperstackClient, ledger_path: str) -> None:
@@ -95,13 +95,19 @@ class OutboxSender:
 
     def _drain(self, ledger: Ledger) -> None:
         try:
-            deliver_queued(ledger, self._client, on_sent=self._sent, on_dropped=self._fail)
+            deliver_queued(ledger, self._client, on_sent=self._sent, on_dropped=self._fail, workers=DELIVERY_WORKERS)
         except DeliveryError as exc:
             self._blocked = True
             self._fail(exc.message)
         except LedgerError as exc:
             self._blocked = True
             self._fail(str(exc))
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            # Anything else would end this thread silently, and the run would report nothing as wrong.
+            self._blocked = True
+            self._fail(
+                f'delivery failed unexpectedly ({type(exc).__name__}: {exc}); alerts stay queued for the next run'
+            )
 
     def _sent(self, alert: Alert) -> None:
         with self._lock:

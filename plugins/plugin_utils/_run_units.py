@@ -168,6 +168,8 @@ def validate_settings(settings: AlertSettings) -> None:
     """Raise ``AlertValidationError`` for settings that would make every alert invalid."""
     if settings.scope not in SCOPES:
         raise AlertValidationError(f"scope must be one of {', '.join(SCOPES)}, got {settings.scope!r}")
+    if isinstance(settings.max_error_chars, bool) or not isinstance(settings.max_error_chars, int) or settings.max_error_chars < 1:
+        raise AlertValidationError(f'max_error_chars must be a whole number of at least 1, got {settings.max_error_chars!r}')
     ok_for(Unit(unit_alert_id(settings.alert_id_prefix, settings.scope, 'playbook', None, None), 'playbook',
                 'playbook', None, None, ()), settings)
 
@@ -182,7 +184,7 @@ def alarm_for(unit: Unit, settings: AlertSettings) -> Alert:
     if down:
         lines.append(_trim(f'Unreachable hosts ({len(down)}): {", ".join(down)}', MAX_HOST_LIST_CHARS))
     details = [
-        f"- {host}: task '{_trim(failure.task, 200)}' {'unreachable' if failure.unreachable else 'failed'}: "
+        f"- {host}: task '{_trim(mask_url_secrets(failure.task), 200)}' {'unreachable' if failure.unreachable else 'failed'}: "
         + _trim(mask_url_secrets(failure.message), settings.max_error_chars)
         for host in sorted(failed)
         for failure in failed[host]

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Helpers for tests that use the Temperstack stand-in (standard library only).
 
-    from client import start_stand_in, requests, reset, script
+    from client import start_stand_in, requests, reset, script, set_latency, stats
 
     with start_stand_in(tmp_path, keys=["k1"]) as base_url:
         script(base_url, [{"status": 500, "retry_after": "1"}])
@@ -71,16 +71,27 @@ def pending_script(base_url):
     return _call(base_url, "/_stand_in/script")["responses"]
 
 
+def set_latency(base_url, seconds):
+    """Make every webhook request wait ``seconds`` before it is answered (0 turns it off)."""
+    return _call(base_url, "/_stand_in/latency", payload={"seconds": seconds}, method="POST")
+
+
+def stats(base_url):
+    """Counters: requests recorded, webhook requests in flight now and at most since the last reset, latency."""
+    return _call(base_url, "/_stand_in/stats")
+
+
 def webhook_url(base_url, key):
     return base_url.rstrip("/") + WEBHOOK_PREFIX + key
 
 
 @contextlib.contextmanager
-def start_stand_in(tmpdir, port=0, keys=None, log=None, tls_cert=None, tls_key=None, timeout=10.0):
+def start_stand_in(tmpdir, port=0, keys=None, log=None, tls_cert=None, tls_key=None, timeout=10.0, latency=None):
     """Run the stand-in as a subprocess; yield its base URL; terminate it afterwards.
 
     keys: list of accepted integration keys (or a comma-separated string); None accepts any key.
     log: path of the request log (keys masked). tls_cert/tls_key: serve HTTPS.
+    latency: seconds every webhook request waits before it is answered.
     """
     workdir = tempfile.mkdtemp(prefix="stand_in-", dir=str(tmpdir))
     port_file = os.path.join(workdir, "port")
@@ -92,6 +103,8 @@ def start_stand_in(tmpdir, port=0, keys=None, log=None, tls_cert=None, tls_key=N
         command += ["--log", str(log)]
     if tls_cert or tls_key:
         command += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
+    if latency is not None:
+        command += ["--latency", str(latency)]
     scheme = "https" if tls_cert else "http"
 
     with open(stderr_path, "wb") as stderr:

@@ -24,6 +24,7 @@ import signal
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import tempfile
 import threading
@@ -165,6 +166,13 @@ def normalize_script_item(item):
             item["seconds"] = float(seconds)
         elif action == "drop":
             allowed = {"action"}
+        elif action == "reset":
+            allowed = {"action"}
+        elif action == "truncate":
+            allowed = {"action", "status"}
+            status = item.setdefault("status", 200)
+            if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+                raise ValueError("truncate 'status' must be an integer between 200 and 599")
         elif action == "redirect":
             allowed = {"action", "location", "status"}
             if not isinstance(item.get("location"), str) or not item["location"]:
@@ -173,7 +181,7 @@ def normalize_script_item(item):
             if status not in (301, 302, 303, 307, 308):
                 raise ValueError("redirect 'status' must be one of 301, 302, 303, 307, 308")
         else:
-            raise ValueError("unknown action %r (expected hang, drop or redirect)" % (action,))
+            raise ValueError("unknown action %r (expected hang, drop, reset, truncate or redirect)" % (action,))
     else:
         allowed = {"status", "body", "retry_after", "content_type", "headers"}
         status = item.get("status")
@@ -208,6 +216,37 @@ class State:
         self._seq = 0
         self._script = []  # list of [item, remaining]
         self._release = threading.Event()
+        self._latency = 0.0
+        self._in_flight = 0
+        self._peak_in_flight = 0
+
+    @property
+    def latency(self):
+        with self._lock:
+            return self._latency
+
+    def set_latency(self, seconds):
+        with self._lock:
+            self._latency = float(seconds)
+
+    def enter(self):
+        """A webhook request is being handled (counted until leave())."""
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+
+    def leave(self):
+        with self._lock:
+            self._in_flight -= 1
+
+    def stats(self):
+        with self._lock:
+            return {
+                "requests": self._seq,
+                "in_flight": self._in_flight,
+                "peak_in_flight": self._peak_in_flight,
+                "latency": self._latency,
+            }
 
     def add_record(self, record):
         with self._lock:
@@ -247,6 +286,7 @@ class State:
             self._records = []
             self._seq = 0
             self._script = []
+            self._peak_in_flight = self._in_flight
             release, self._release = self._release, threading.Event()
         release.set()
 
@@ -282,9 +322,16 @@ class RequestLog:
 
 
 def mask_path(path):
-    """Replace the integration key in a request path by ****."""
+    """Replace the integration key in a request path (or absolute URL, as a proxy gets it) by ****."""
     if path is None:
         return None
+    if not path.startswith("/") and "://" in path:
+        # absolute-form request target (RFC 9112, 3.2.2): the stand-in used as an HTTP proxy
+        scheme, rest = path.split("://", 1)
+        slash = rest.find("/")
+        if slash != -1:
+            return "%s://%s%s" % (scheme, rest[:slash], mask_path(rest[slash:]))
+        return path
     if path.startswith(WEBHOOK_PREFIX):
         rest = path[len(WEBHOOK_PREFIX):]
         cut = len(rest)
@@ -500,6 +547,18 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
             self._respond(status, body or b"", content_type, headers)
 
     def _webhook(self, received, route, body, body_error):
+        state = self.server.state
+        state.enter()
+        try:
+            latency = state.latency
+            if latency > 0:
+                # Injected latency: every webhook request waits this long before it is answered (or scripted).
+                time.sleep(latency)
+            self._answer_webhook(received, route, body, body_error)
+        finally:
+            state.leave()
+
+    def _answer_webhook(self, received, route, body, body_error):
         record = self._new_record(received, route, body)
         if body_error is not None:
             self._finish(record, body_error.status, {"error": body_error.message})
@@ -532,6 +591,28 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
                 release = self.server.state.hang_event()
                 release.wait(item["seconds"])
             self._drop_connection()
+        elif action == "reset":
+            record["outcome"] = action
+            self.server.state.add_record(record)
+            self._log("RESET")
+            self._reset_connection()
+        elif action == "truncate":
+            # The status line, the headers and half of the body, then a TCP reset: "connection reset mid-body".
+            status = item["status"]
+            record["outcome"] = action
+            record["response_status"] = status
+            record["delivered"] = status == 200
+            self.server.state.add_record(record)
+            body = json.dumps({"status": "success"} if status == 200 else {"error": "scripted %d response" % status})
+            head = "%s %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (
+                self.protocol_version, status, HTTPStatus(status).phrase, len(body))
+            self._log("TRUNCATE")
+            try:
+                self.wfile.write(head.encode("latin-1") + body.encode("utf-8")[:len(body) // 2])
+                self.wfile.flush()
+            except _CLIENT_GONE:
+                pass
+            self._reset_connection()
         elif action == "redirect":
             self._finish(record, item["status"], {"redirect": item["location"]}, headers={"Location": item["location"]})
         else:
@@ -548,6 +629,15 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
                 body, content_type = json.dumps(item["body"]).encode("utf-8"), "application/json"
             content_type = item.get("content_type", content_type)
             self._finish(record, status, body=body, content_type=content_type, headers=headers)
+
+    def _reset_connection(self):
+        """Abort the connection with a TCP reset (RST) instead of an orderly close."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
 
     def _drop_connection(self):
         """Close the connection without sending anything."""
@@ -567,6 +657,8 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
             "requests": ("GET",),
             "reset": ("POST",),
             "script": ("GET", "POST"),
+            "latency": ("GET", "POST"),
+            "stats": ("GET",),
         }
         if name not in routes:
             self._respond_json(404, {"error": "not found"})
@@ -593,6 +685,20 @@ class StandInHandler(http.server.BaseHTTPRequestHandler):
         elif name == "reset":
             state.reset()
             self._respond_json(200, {"ok": True})
+        elif name == "stats":
+            self._respond_json(200, state.stats())
+        elif name == "latency":
+            if method == "POST":
+                try:
+                    data = json.loads(body.decode("utf-8") or "null")
+                    seconds = data.get("seconds") if isinstance(data, dict) else None
+                    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 60:
+                        raise ValueError("body must be a JSON object {\"seconds\": N} with 0 <= N <= 60")
+                except ValueError as exc:
+                    self._respond_json(400, {"error": str(exc)})
+                    return
+                state.set_latency(seconds)
+            self._respond_json(200, {"seconds": state.latency})
         elif method == "GET":
             self._respond_json(200, {"responses": state.script()})
         else:
@@ -690,7 +796,11 @@ def cmd_serve(args):
         ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     request_log = RequestLog(args.log)
+    if not 0 <= args.latency <= 60:
+        print("--latency must be between 0 and 60 seconds", file=sys.stderr)
+        return 2
     state = State()
+    state.set_latency(args.latency)
     server = StandInServer(args.port, state, keys=keys, request_log=request_log, ssl_context=ssl_context)
     stop = threading.Event()
 
@@ -812,6 +922,8 @@ def main(argv=None):
     serve.add_argument("--port-file", help="write the chosen port here (atomically) once listening")
     serve.add_argument("--log", help="append one line per request (key masked) to this file")
     serve.add_argument("--keys", help="comma-separated accepted integration keys (default: any non-empty key)")
+    serve.add_argument("--latency", type=float, default=0.0,
+                       help="seconds every webhook request waits before it is answered (default 0)")
     serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.set_defaults(func=cmd_serve)

@@ -172,6 +172,78 @@ def test_drop_closes_without_response(base_url):
     assert record["json"] == VALID
 
 
+def test_reset_aborts_without_response(base_url):
+    stand_in.script(base_url, [{"action": "reset"}])
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        post(base_url, body=VALID)
+    (record,) = stand_in.requests(base_url)
+    assert record["outcome"] == "reset" and record["response_status"] is None and record["delivered"] is False
+    assert record["json"] == VALID
+    assert post(base_url, body=VALID)[0] == 200
+
+
+@pytest.mark.parametrize("status, delivered", [(200, True), (503, False)])
+def test_truncate_resets_mid_body(base_url, status, delivered):
+    stand_in.script(base_url, [{"action": "truncate", "status": status}])
+    port = int(base_url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", "/api/integration/webhook/" + KEY, body=json.dumps(VALID).encode(),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == status
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            response.read()
+    finally:
+        conn.close()
+    (record,) = stand_in.requests(base_url)
+    assert (record["outcome"], record["response_status"], record["delivered"]) == ("truncate", status, delivered)
+
+
+def test_latency_delays_answers_in_parallel_and_stats_count_them(base_url):
+    assert stand_in.stats(base_url)["peak_in_flight"] == 0
+    assert stand_in.set_latency(base_url, 0.3) == {"seconds": 0.3}
+    try:
+        results = []
+        started = time.monotonic()
+        threads = [threading.Thread(target=lambda: results.append(post(base_url, body=VALID)[0])) for _index in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        elapsed = time.monotonic() - started
+        assert results == [200] * 5
+        # Five requests of 0.3 s each, answered side by side, not one after another.
+        assert 0.3 <= elapsed < 1.2
+        stats = stand_in.stats(base_url)
+        assert stats["requests"] == 5 and stats["in_flight"] == 0 and stats["latency"] == 0.3
+        assert 2 <= stats["peak_in_flight"] <= 5
+        stand_in.reset(base_url)
+        assert stand_in.stats(base_url)["latency"] == 0.3  # a reset keeps the latency
+        assert stand_in.stats(base_url)["peak_in_flight"] == 0
+    finally:
+        stand_in.set_latency(base_url, 0)
+    started = time.monotonic()
+    assert post(base_url, body=VALID)[0] == 200
+    assert time.monotonic() - started < 0.3
+
+
+def test_bad_latency_is_rejected(base_url):
+    for body in ({"seconds": -1}, {"seconds": 61}, {"seconds": "1"}, {"seconds": True}, {}):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            stand_in._call(base_url, "/_stand_in/latency", payload=body, method="POST")  # pylint: disable=protected-access
+        assert info.value.code == 400
+    assert stand_in.stats(base_url)["latency"] == 0
+
+
+def test_latency_option_of_serve(tmp_path):
+    with stand_in.start_stand_in(tmp_path, latency=0.2) as url:
+        started = time.monotonic()
+        assert post(url, body=VALID)[0] == 200
+        assert time.monotonic() - started >= 0.2
+        assert stand_in.stats(url)["latency"] == 0.2
+
+
 def test_hang_does_not_block_and_reset_releases(base_url):
     stand_in.script(base_url, [{"action": "hang", "seconds": 20}])
     outcome = {}
@@ -222,7 +294,7 @@ def test_concurrent_requests_are_all_recorded(base_url):
 
 def test_bad_script_is_rejected(base_url):
     for item in ({"status": 99}, {"action": "fly"}, {"status": 500, "bdy": "x"}, {"status": 500, "repeat": 0},
-                 {"action": "redirect"}, "500"):
+                 {"action": "redirect"}, "500", {"action": "reset", "status": 200}, {"action": "truncate", "status": 99}):
         with pytest.raises(urllib.error.HTTPError) as info:
             stand_in.script(base_url, [item])
         assert info.value.code == 400
@@ -245,6 +317,26 @@ def test_key_masked_in_log_and_only_in_path(server, base_url):
     assert KEY not in text
     assert "POST /api/integration/webhook/**** 200" in text
     assert "POST /api/integration/webhook/****?x=1 200" in text
+
+
+def test_absolute_form_target_as_a_proxy_gets_it(server, base_url):
+    # A client that uses the stand-in as its HTTP proxy sends the whole URL; the key stays out of the log.
+    port = int(base_url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", "http://temperstack.invalid:8080/api/integration/webhook/" + KEY, body=json.dumps(VALID).encode(),
+                     headers={"Content-Type": "application/json"})
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    (record,) = stand_in.requests(base_url)
+    assert record["key"] == KEY and record["delivered"] is True
+    deadline = time.monotonic() + 2
+    while "temperstack.invalid" not in server["log"].read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    text = server["log"].read_text()
+    assert "POST http://temperstack.invalid:8080/api/integration/webhook/**** 200" in text
+    assert KEY not in text
 
 
 def test_timeline(base_url):

@@ -19,7 +19,12 @@ from ansible_collections.temperstack.alerting.plugins.action import alert as ale
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import derive_alert_id
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK, resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
+    Ledger,
+    LedgerError,
+    discard_shared,
+    shared_ledger,
+)
 
 RESULT_KEYS = {'changed', 'alert_id', 'status', 'previous_status', 'sent', 'payload', 'http_status', 'attempts', 'msg'}
 
@@ -195,6 +200,7 @@ def test_numbers_are_sent_as_strings(run_task, task_args, opener):
 
 def test_connection_options_reach_open_url(run_task, task_args, opener, tmp_path):
     ca_path = tmp_path / 'ca.pem'
+    ca_path.write_text('(the fake opener never reads it)\n')
     run_task(dict(task_args, timeout=4, retries=0, validate_certs=False, ca_path=str(ca_path)))
     kwargs = opener.calls[0].kwargs
     assert (kwargs['timeout'], kwargs['validate_certs'], kwargs['ca_path']) == (4, False, str(ca_path))
@@ -287,6 +293,10 @@ def test_no_diff_unless_asked(run_task, task_args):
         ({'timeout': 0}, 'timeout must be a positive number of seconds, got 0'),
         ({'retries': -1}, 'retries must be between 0 and 10, got -1'),
         ({'retries': 11}, 'retries must be between 0 and 10, got 11'),
+        # Found by the fault suite: a socket cannot take such a timeout (OverflowError, a traceback).
+        ({'timeout': 10 ** 12}, 'timeout must be at most 3600 seconds, got 1000000000000'),
+        # Found by the fault suite: a missing bundle was retried as "No such file or directory", naming nothing.
+        ({'ca_path': '/nonexistent/ca.pem'}, 'ca_path /nonexistent/ca.pem is not a file'),
         ({'webhook_url': None}, 'no Temperstack endpoint is configured'),
         ({'api_key': 'k', 'org': 'acme'}, 'webhook_url and api_key, org are mutually exclusive'),
         ({'webhook_url': 'https://acme.temperstack.com/wrong/path'}, 'webhook_url must be the integration URL'),
@@ -308,6 +318,11 @@ def test_bad_input_fails_before_any_request(run_task, task_args, opener, ledger_
         ({'force': 'maybe'}, 'force'),
         ({'validate_certs': 'perhaps'}, 'validate_certs'),
         ({'only_if_raised': 'perhaps'}, 'only_if_raised'),
+        # Found by the fault suite: ansible-core's int conversion raised OverflowError for an infinity, which a
+        # task shows as "Unexpected failure during module execution", naming no option (NaN it reports itself).
+        ({'timeout': float('inf')}, 'timeout must be a finite number'),
+        ({'retries': float('-inf')}, 'retries must be a finite number'),
+        ({'retries': float('nan')}, "argument 'retries' is of type float"),
     ],
 )
 def test_wrong_option_types_rejected_by_the_argument_spec(run_task, task_args, opener, change, option):
@@ -376,3 +391,56 @@ def test_endpoint_options_from_module_defaults_style_args(run_task, task_args, o
     del args['webhook_url']
     run_task(args)
     assert opener.calls[0].url == resolve_endpoint({'api_key': api_key, 'org': 'acme'}, environ={}).url
+
+
+# -- the items of a loop share the worker's ledger (issue 5: make bench) ---------------------------
+
+
+@pytest.fixture
+def connects(monkeypatch):
+    """Counts the SQLite connections the ledger opens."""
+    opened = []
+    connect = Ledger._connect  # pylint: disable=protected-access
+
+    def counting_connect(self):
+        opened.append(self.path)
+        return connect(self)
+
+    monkeypatch.setattr(Ledger, '_connect', counting_connect)
+    return opened
+
+
+def test_loop_items_share_one_ledger_connection(run_task, task_args, opener, ledger_path, connects):
+    try:
+        for number in range(5):
+            assert run_task(dict(task_args, resource_id=f'web{number:02d}'))['sent'] is True
+        assert run_task(dict(task_args, resource_id='web00'))['sent'] is False
+        assert connects == [ledger_path]
+        assert len(opener.calls) == 5
+    finally:
+        discard_shared(shared_ledger(ledger_path))
+
+
+def test_ledger_error_discards_the_shared_ledger(run_task, task_args, ledger_path, connects, monkeypatch):
+    try:
+        assert run_task(task_args)['sent'] is True
+        shared = shared_ledger(ledger_path)
+
+        def broken(*args, **kwargs):
+            raise LedgerError(f'the ledger {ledger_path} failed: disk I/O error')
+
+        monkeypatch.setattr(shared, 'lookup', broken)
+        result = run_task(dict(task_args, status='OK'))
+        assert result['failed'] is True and 'disk I/O error' in result['msg']
+        # The next task opens the ledger afresh, and finds what the first one recorded.
+        result = run_task(dict(task_args, status='OK'))
+        assert (result['sent'], result['previous_status']) == (True, 'Alarm')
+        assert connects == [ledger_path, ledger_path]
+    finally:
+        discard_shared(shared_ledger(ledger_path))
+
+
+def test_check_mode_does_not_keep_the_ledger_open(run_task, task_args, ledger_path, connects):
+    run_task(task_args, check_mode=True)
+    assert connects == []
+    assert not os.path.exists(ledger_path)

@@ -873,3 +873,27 @@ def test_bad_alert_settings_disable_at_start_not_when_the_first_alarm_is_due(run
     assert len(r.display.warnings) == 1
     assert named in r.display.warnings[0]
     assert temperstack.processes == []
+
+
+@pytest.mark.parametrize('option, value, named', [
+    ('flush_timeout', float('inf'), 'flush_timeout must be between 0 and 3600 seconds'),
+    ('flush_timeout', float('nan'), 'flush_timeout must be between 0 and 3600 seconds'),
+    ('flush_timeout', -5.0, 'flush_timeout must be between 0 and 3600 seconds'),
+    ('timeout', 0, 'timeout must be a positive number of seconds'),
+    ('timeout', -1, 'timeout must be a positive number of seconds'),
+    ('timeout', 10 ** 20, 'timeout must be at most 3600 seconds'),
+    ('retries', -3, 'retries must be between 0 and 10'),
+    ('retries', 100000, 'retries must be between 0 and 10'),
+    ('max_error_chars', 0, 'max_error_chars must be a whole number of at least 1'),
+    ('max_error_chars', -10, 'max_error_chars must be a whole number of at least 1'),
+    ('ca_path', '/nonexistent/ca.pem', 'ca_path /nonexistent/ca.pem is not a file'),
+])
+def test_delivery_settings_out_of_range_disable_with_one_warning(run, temperstack, option, value, named):
+    # Found by the fault suite (tests/faults): flush_timeout=inf or nan made the end of the run fail with
+    # "Callback dispatch 'v2_playbook_on_stats' failed"; timeout=-1 left every alert queued without a word.
+    r = run(**{option: value})
+
+    assert r.callback.disabled
+    assert len(r.display.warnings) == 1
+    assert named in r.display.warnings[0]
+    assert temperstack.processes == []

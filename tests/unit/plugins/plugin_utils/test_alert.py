@@ -19,6 +19,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import
     build_alert,
     derive_alert_id,
     payload_fingerprint,
+    valid_unicode,
 )
 
 OPTIONAL_FIELDS = [field for field in FIELDS if field not in ('alert_name', 'status')]
@@ -422,3 +423,29 @@ def test_derived_alert_id_distinct_for_distinct_inputs_property(name_a, resource
 def test_fingerprint_independent_of_key_order_property(payload_and_order):
     payload, order = payload_and_order
     assert payload_fingerprint({key: payload[key] for key in order}) == payload_fingerprint(payload)
+
+
+@pytest.mark.parametrize(('given', 'sent'), [
+    ('disk \udcff full', 'disk \ufffd full'),        # an undecodable byte, as Ansible decodes it
+    ('\ud800', '\ufffd'),                            # nothing but a lone surrogate: still not empty
+    ('\ud83d\ude00 up', '\U0001f600 up'),            # a surrogate pair stands for one character
+    ('plain', 'plain'),
+])
+def test_lone_surrogates_become_replacement_characters(given, sent):
+    # Found by the fault suite (tests/faults): a lone surrogate in any field made a body that is not UTF-8
+    # (Temperstack answers 400, the callback drops the alert) and a ledger entry SQLite refused (a traceback).
+    alert = build_alert({'alert_name': 'n', 'status': 'Alarm', 'description': given})
+
+    description = alert.payload['description']
+    description.encode('utf-8')
+    assert description == sent
+    assert valid_unicode(given) == description
+
+
+@given(st.text(st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())))
+def test_every_text_is_sent_as_valid_utf8(text):
+    assume(text.strip())
+    alert = build_alert({'alert_name': text, 'status': 'OK', 'alert_id': text})
+
+    for value in alert.payload.values():
+        value.encode('utf-8')

@@ -29,8 +29,11 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
     DeliveryError,
     TemperstackClient,
     _tls_context,
+    check_retries,
+    check_timeout,
     open_webhook,
 )
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import AlertValidationError
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK
 
 COLLECTION_ROOT = pathlib.Path(__file__).resolve().parents[4]
@@ -381,3 +384,50 @@ def test_unreadable_answer_keeps_the_status(make_client, opener, endpoint):
     opener.raise_(HTTPError(endpoint.url, 400, 'Bad Request', http.client.HTTPMessage(), Unreadable()))
     error = send_error(make_client())
     assert error.message == 'Temperstack refused the alert (HTTP 400)'
+
+
+@pytest.mark.parametrize('value', [0, -1, 0.0, float('nan'), '5', None, True])
+def test_check_timeout_rejects_what_is_not_a_positive_number(value):
+    with pytest.raises(AlertValidationError, match='^timeout must be a positive number of seconds, got'):
+        check_timeout(value)
+
+
+@pytest.mark.parametrize('value', [3600.5, 10 ** 12, float('inf')])
+def test_check_timeout_rejects_what_a_socket_cannot_take(value):
+    # Found by the fault suite (tests/faults): socket.settimeout(10 ** 12) raises OverflowError, a traceback.
+    with pytest.raises(AlertValidationError, match='^timeout must be at most 3600 seconds, got'):
+        check_timeout(value)
+
+
+@pytest.mark.parametrize('value', [-1, 11, 10 ** 9, '3', None, 2.5, True])
+def test_check_retries_bounds(value):
+    with pytest.raises(AlertValidationError, match='^retries must be between 0 and 10, got'):
+        check_retries(value)
+
+
+def test_check_timeout_and_retries_pass_good_values_through():
+    assert [check_timeout(v) for v in (1, 2.5, 3600)] == [1, 2.5, 3600]
+    assert [check_retries(v) for v in (0, 3, 10)] == [0, 3, 10]
+
+
+def test_tls_failure_says_why_the_certificate_was_refused(endpoint, opener):
+    # Found by the fault suite (tests/faults): an expired and an untrusted certificate both read
+    # "failed (CERTIFICATE_VERIFY_FAILED)"; OpenSSL's reason tells them apart.
+    error = ssl.SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed')
+    error.reason = 'CERTIFICATE_VERIFY_FAILED'
+    error.verify_message = 'certificate has expired'
+    opener.raise_(URLError(error))
+    client = TemperstackClient(endpoint, opener=opener, sleep=lambda seconds: None)
+
+    with pytest.raises(DeliveryError) as info:
+        client.send(PAYLOAD)
+
+    assert 'failed (CERTIFICATE_VERIFY_FAILED: certificate has expired); set ca_path' in info.value.message
+    assert info.value.attempts == 1
+
+
+def test_check_timeout_takes_integers_too_large_for_a_float():
+    # Found by the fault suite (tests/faults): TEMPERSTACK_TIMEOUT=1e400 reaches the callback as an integer with
+    # 400 digits; math.isnan() on it raised OverflowError, so the callback failed instead of naming the option.
+    with pytest.raises(AlertValidationError, match='^timeout must be at most 3600 seconds'):
+        check_timeout(10 ** 400)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery imp
     Outcome,
     claim_lease,
     deliver,
+    deliver_queued,
     is_news,
     is_withheld,
 )
@@ -377,3 +379,141 @@ def test_distinct_alerts_go_out_in_parallel(fork_context, ledger_path, alert_arg
     assert sends == count
     assert sent == [1] * count
     assert elapsed < delay * count / 2, f'{count} sends of {delay} s took {elapsed:.2f} s'
+
+
+# -- delivering the outbox in parallel ------------------------------------------------------------------------
+
+
+class SlowClient:
+    """A Temperstack that takes ``latency`` seconds per request; records what ran at once and in which order."""
+
+    def __init__(self, endpoint, latency=0.05, fail=None):
+        self.endpoint = endpoint
+        self.latency = latency
+        self.fail = dict(fail or {})
+        self.sent = []
+        self.in_flight = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def send(self, payload):
+        key = (payload['alert_id'], payload['status'])
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            time.sleep(self.latency)
+            if key in self.fail:
+                raise self.fail[key]
+            with self._lock:
+                self.sent.append(key)
+            return Delivery(200, 1, '')
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+class ThreadCheckingLedger:
+    """The real ledger, asserting that only the thread that made it writes to it."""
+
+    def __init__(self, ledger):
+        self._ledger = ledger
+        self._thread = threading.get_ident()
+
+    def __getattr__(self, name):
+        attribute = getattr(self._ledger, name)
+        if name in ('delivered', 'discard', 'record', 'queue'):
+            def checked(*args, **kwargs):
+                assert threading.get_ident() == self._thread, f'ledger.{name} called from a worker thread'
+                return attribute(*args, **kwargs)
+            return checked
+        return attribute
+
+
+def queue_story(ledger, endpoint, make_alert, alerts=40):
+    """Alarm for every alert, then an OK for every other one: what a storm and a partial recovery queue."""
+    for index in range(alerts):
+        ledger.queue(endpoint.ledger_key, make_alert(alert_id=f'id-{index}', status='Alarm'))
+    for index in range(0, alerts, 2):
+        ledger.queue(endpoint.ledger_key, make_alert(alert_id=f'id-{index}', status='OK'))
+
+
+def test_parallel_delivery_is_bounded_faster_and_keeps_each_alerts_order(ledger, endpoint, make_alert):
+    # Found by the fault suite (tests/faults, load): one request at a time, 2,000 alerts at 100 ms each took
+    # 200 s, far beyond flush_timeout (30 s); most of a failure storm was left for the next run.
+    queue_story(ledger, endpoint, make_alert)
+    client = SlowClient(endpoint)
+    sent = []
+
+    started = time.monotonic()
+    deliver_queued(ThreadCheckingLedger(ledger), client, on_sent=lambda alert: sent.append(alert.alert_id), workers=8)
+    elapsed = time.monotonic() - started
+
+    assert 2 <= client.peak <= 8
+    assert elapsed < 60 * 0.05 / 2  # 60 requests of 50 ms, eight at once
+    assert len(client.sent) == len(sent) == 60
+    for index in range(0, 40, 2):
+        assert client.sent.index((f'id-{index}', 'Alarm')) < client.sent.index((f'id-{index}', 'OK'))
+    assert ledger.pending(endpoint.ledger_key) == []
+    assert ledger.lookup(endpoint.ledger_key, 'id-0').status == 'OK'
+    assert ledger.lookup(endpoint.ledger_key, 'id-1').status == 'Alarm'
+
+
+def test_parallel_delivery_stops_starting_after_a_failure_and_an_ok_never_overtakes(ledger, endpoint, make_alert):
+    queue_story(ledger, endpoint, make_alert)
+    client = SlowClient(endpoint, fail={('id-4', 'Alarm'): DeliveryError('HTTP 503', 503, 4)})
+
+    with pytest.raises(DeliveryError, match='^Alarm for id-4 was not delivered: HTTP 503$'):
+        deliver_queued(ledger, client, workers=4)
+
+    assert ('id-4', 'OK') not in client.sent
+    # Only what was already on its way when the failure came was sent; everything else waits, in order.
+    assert len(client.sent) < 20
+    left = [(q.alert.alert_id, q.alert.status) for q in ledger.pending(endpoint.ledger_key)]
+    assert [entry for entry in left if entry[0] == 'id-4'] == [('id-4', 'Alarm'), ('id-4', 'OK')]
+    assert len(left) + len(client.sent) == 60
+
+
+def test_an_endpoint_that_is_down_gets_one_request_not_one_per_worker(ledger, endpoint, make_alert):
+    queue_story(ledger, endpoint, make_alert)
+    client = SlowClient(endpoint, latency=0.01, fail={('id-0', 'Alarm'): DeliveryError('refused', None, 4)})
+
+    with pytest.raises(DeliveryError, match='^Alarm for id-0 was not delivered'):
+        deliver_queued(ledger, client, workers=16)
+
+    assert client.peak == 1 and client.sent == []
+    assert len(ledger.pending(endpoint.ledger_key)) == 60
+
+
+def test_a_short_queue_goes_strictly_oldest_first(ledger, endpoint, make_alert):
+    queue_story(ledger, endpoint, make_alert, alerts=4)
+    client = SlowClient(endpoint, latency=0.01)
+
+    deliver_queued(ledger, client, workers=16)
+
+    assert client.peak == 1
+    assert client.sent == [('id-0', 'Alarm'), ('id-1', 'Alarm'), ('id-2', 'Alarm'), ('id-3', 'Alarm'),
+                           ('id-0', 'OK'), ('id-2', 'OK')]
+
+
+def test_parallel_delivery_drops_a_400_and_goes_on(ledger, endpoint, make_alert):
+    queue_story(ledger, endpoint, make_alert, alerts=6)
+    dropped = []
+    client = SlowClient(endpoint, latency=0.01, fail={('id-2', 'Alarm'): DeliveryError('HTTP 400: bad', 400, 1)})
+
+    deliver_queued(ledger, client, on_dropped=dropped.append, workers=4)
+
+    assert dropped == ['Alarm for id-2 was refused and dropped: HTTP 400: bad']
+    assert len(client.sent) == 8
+    assert ledger.pending(endpoint.ledger_key) == []
+
+
+def test_one_alert_id_is_delivered_in_order_whatever_the_workers(ledger, endpoint, make_alert):
+    for status in ('Alarm', 'OK', 'Alarm', 'OK'):
+        ledger.queue(endpoint.ledger_key, make_alert(alert_id='same', status=status, description=f'{status} {time.time()}'))
+    client = SlowClient(endpoint, latency=0.01)
+
+    deliver_queued(ledger, client, workers=16)
+
+    assert client.sent == [('same', 'Alarm'), ('same', 'OK'), ('same', 'Alarm'), ('same', 'OK')]
+    assert client.peak == 1

@@ -357,3 +357,15 @@ def test_ledger_key_differs_per_endpoint():
         resolve_endpoint({'api_key': KEY, 'base_url': BASE}, environ={}).ledger_key,
     }
     assert len(keys) == 4
+
+
+@pytest.mark.parametrize(('options', 'environ', 'named'), [
+    ({'api_key': 'k\udc80', 'org': 'acme'}, {}, 'api_key'),
+    ({'webhook_url': 'https://acme.temperstack.com/api/integration/webhook/k\udcff'}, {}, 'webhook_url'),
+    ({}, {'TEMPERSTACK_API_KEY': 'k\udc80', 'TEMPERSTACK_BASE_URL': 'https://alerts.example.com'}, 'api_key'),
+])
+def test_undecodable_bytes_in_connection_options_are_an_endpoint_error(options, environ, named):
+    # Found by the fault suite (tests/faults): api_key given as bytes b'\x80' reached quote() as '\udc80' and
+    # raised UnicodeEncodeError, a traceback in the task.
+    with pytest.raises(EndpointError, match=f'^{named} contains bytes that are not valid UTF-8 text$'):
+        resolve_endpoint(options, environ=environ)

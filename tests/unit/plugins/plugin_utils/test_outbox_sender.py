@@ -471,3 +471,19 @@ def test_module_runs_as_a_script_from_the_collections_root():
     assert os.path.isfile(
         os.path.join(root, 'ansible_collections', 'temperstack', 'alerting', 'plugins', 'plugin_utils', '_outbox_sender.py')
     )
+
+
+def test_an_unexpected_error_is_reported_not_swallowed(ledger, ledger_path, endpoint, story):
+    # Found by the fault suite (tests/faults): with TEMPERSTACK_TIMEOUT=-1 the client raised ValueError in the
+    # sender thread, which died silently: the run said "1 queued" and nothing about why.
+    queue_all(ledger, endpoint, story[:1])
+    client = FakeClient(endpoint, [ValueError('Timeout value out of range')])
+
+    report = run_sender(client, ledger_path)
+
+    assert report.sent == []
+    assert report.queued == 1
+    assert report.finished
+    assert report.errors == [
+        'delivery failed unexpectedly (ValueError: Timeout value out of range); alerts stay queued for the next run'
+    ]

@@ -567,3 +567,18 @@ def test_validate_settings_names_the_bad_setting():
         validate_settings(AlertSettings(run_book_url='wiki'))
     with pytest.raises(AlertValidationError, match='scope must be one of play, host, playbook'):
         validate_settings(AlertSettings(scope='task'))
+
+
+def test_url_credentials_in_a_task_name_are_masked_too():
+    # Found by the fault suite (tests/faults): a task named after a templated URL ("Clone {{ repo_url }}")
+    # put the URL's password into the Alarm's description.
+    book = RunBook()
+    book.start_play('site.yml', 'Deploy')
+    book.host_failed('web1', 'Clone https://deploy:S3CRET-PW@git.example.com/app.git', 'exit 128')
+    book.end_play()
+    [unit] = book.units('play', 'ansible')
+
+    description = alarm_for(unit, AlertSettings()).payload['description']
+
+    assert 'S3CRET-PW' not in description
+    assert "task 'Clone https://********@git.example.com/app.git' failed: exit 128" in description

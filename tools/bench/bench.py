@@ -1,0 +1,1120 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Benchmarks of temperstack.alerting, each case interleaved with its baseline: `make bench`.
+
+Usage (with the Python of .venv, which has ansible-core; `make bench` and `make bench-smoke` do this):
+
+    python tools/bench/bench.py [--output docs/performance.md] [--work build/bench] [--cases 1,4,7] [--strict]
+    python tools/bench/bench.py --smoke [--work build/bench-smoke]
+
+The full run measures the seven cases of issue 5 and writes docs/performance.md: the table (every figure a
+ratio or a bound measured in this run, with its median, spread and 95% confidence interval), the machine, the
+versions and how to reproduce it. --smoke runs one scaled-down iteration of each case (about a minute),
+asserts no target, and writes its report into the work directory; `make test` runs it so that the harness
+cannot rot. --strict makes a missed or undecided target an exit status of 1.
+
+Nothing here touches ~/.ansible: the collection is staged into the work directory (tools/stage_collection.sh),
+ANSIBLE_HOME, the temporary directories and every ledger live there, and the Temperstack stand-in
+(tests/stand_in/) runs on 127.0.0.1 for the duration of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import typing as t
+import urllib.request
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+HERE = os.path.join(REPO, 'tools', 'bench')
+STAND_IN = os.path.join(REPO, 'tests', 'stand_in', 'temperstack_stand_in.py')
+TIMING_PLUGINS = os.path.join(HERE, 'callback_plugins')
+LEDGER_BENCH = os.path.join(HERE, 'ledger_bench.py')
+NOTES = os.path.join(HERE, 'notes.md')
+CALLBACK = 'temperstack.alerting.playbook_alerts'
+COLLECTION_SUBDIR = os.path.join('ansible_collections', 'temperstack', 'alerting')
+
+
+class Scale(t.NamedTuple):
+    loop_items: int = 100
+    loop_rounds: int = 16
+    uri_rounds: int = 4
+    green_hosts: int = 100
+    green_tasks: int = 10
+    green_min_pairs: int = 12
+    green_max_pairs: int = 40
+    storm_hosts: int = 500
+    storm_pairs: int = 3
+    dead_timeout: int = 2
+    dead_retries: int = 2
+    dead_flush: float = 5.0
+    dead_pairs: int = 3
+    ledger_records: int = 100_000
+    ledger_samples: int = 2000
+    writers: int = 12
+    writer_distinct: int = 200
+    writer_increments: int = 25
+    writer_queued: int = 20
+
+
+FULL = Scale()
+SMOKE = Scale(
+    loop_items=5, loop_rounds=1, uri_rounds=1, green_hosts=5, green_tasks=2, green_min_pairs=1, green_max_pairs=1,
+    storm_hosts=20, storm_pairs=1, dead_timeout=1, dead_retries=1, dead_flush=1.0, dead_pairs=1,
+    ledger_records=2000, ledger_samples=100, writers=3, writer_distinct=20, writer_increments=5, writer_queued=5,
+)
+
+GREEN_RATIO_LIMIT = 1.03
+
+
+class BenchError(Exception):
+    """The harness could not measure what it set out to measure."""
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+def median(values: t.Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def bootstrap_ci(values: t.Sequence[float], level: float = 0.95, resamples: int = 4000,
+                 seed: int = 5) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the median (None for fewer than 3 values)."""
+    if len(values) < 3:
+        return None
+    rng = random.Random(seed)
+    count = len(values)
+    medians = sorted(statistics.median(rng.choices(values, k=count)) for _draw in range(resamples))
+    tail = (1.0 - level) / 2.0
+    return medians[int(tail * (resamples - 1))], medians[int((1.0 - tail) * (resamples - 1))]
+
+
+class Figure:
+    """One row of the table: a ratio or a bound, its values (one per pair or run) and its target.
+
+    basis 'median': the target applies to the median, decided by its 95% bootstrap interval when there are
+    at least 3 values; basis 'every': every value must meet it (bounds, counts).
+    """
+
+    def __init__(self, case: str, name: str, values: t.Sequence[float], unit: str, limit: float | None,
+                 basis: str = 'median', shown: str | None = None, target: str | None = None, note: str = ''):
+        self.case = case
+        self.name = name
+        self.values = list(values)
+        self.unit = unit
+        self.limit = limit
+        self.basis = basis
+        self.shown = shown
+        self.target_text = target
+        self.note = note
+
+    @property
+    def value(self) -> float:
+        return median(self.values) if self.basis == 'median' else max(self.values)
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        return bootstrap_ci(self.values) if self.basis == 'median' else None
+
+    @property
+    def verdict(self) -> str:
+        if self.limit is None:
+            return 'reported'
+        if self.basis == 'every':
+            return 'met' if all(value <= self.limit for value in self.values) else 'MISSED'
+        interval = self.ci
+        if interval is None:
+            return 'met' if self.value <= self.limit else 'MISSED'
+        if interval[1] <= self.limit:
+            return 'met'
+        if interval[0] > self.limit:
+            return 'MISSED'
+        return 'undecided'
+
+    def fmt(self, value: float) -> str:
+        if self.unit == 'x':
+            return f'{value:.3f}'
+        if self.unit == 'ms':
+            return f'{value:.3f} ms'
+        if self.unit == 's':
+            return f'{value:.2f} s'
+        if self.unit == 'MB':
+            return f'{value:.1f} MB'
+        return f'{value:g}'
+
+    def row(self) -> list[str]:
+        interval = self.ci
+        spread = f'{self.fmt(min(self.values))} – {self.fmt(max(self.values))}' if len(self.values) > 1 else '–'
+        shown = self.shown or self.fmt(self.value)
+        if self.basis == 'every' and len(self.values) > 1 and not self.shown:
+            shown = f'{shown} (worst)'
+        target = self.target_text or (f'≤ {self.fmt(self.limit)}' if self.limit is not None else '–')
+        return [
+            self.case, self.name, shown,
+            f'{self.fmt(interval[0])} – {self.fmt(interval[1])}' if interval else '–',
+            spread, str(len(self.values)), target, self.verdict,
+        ]
+
+
+# -- the process tree's memory ---------------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding='utf-8', errors='replace') as handle:
+            return handle.read()
+    except OSError:
+        return ''
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in _read(f'/proc/{pid}/status').splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1])
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    for line in _read(f'/proc/{pid}/smaps_rollup').splitlines():
+        if line.startswith('Pss:'):
+            return int(line.split()[1])
+    return 0
+
+
+def _ppid(pid: int) -> int | None:
+    text = _read(f'/proc/{pid}/stat')
+    try:
+        return int(text[text.rindex(')') + 2:].split()[1])
+    except (ValueError, IndexError):
+        return None
+
+
+class TreeSampler(threading.Thread):
+    """Samples the memory of a process and all its descendants every ``interval`` seconds.
+
+    peak_pss_kb: the highest sum of PSS (proportional set size: a page shared by n processes counts 1/n in each)
+    over the tree at one moment; forks share most of their parent's pages, so summing RSS would count those
+    pages once per worker. main_hwm_kb: the main process's own peak RSS (VmHWM). helper_hwm_kb: the peak RSS
+    of the callback's delivery process (a separate fork+exec'd Python), when there is one.
+    """
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        super().__init__(name='tree-sampler', daemon=True)
+        self.root = root
+        self.interval = interval
+        self.peak_pss_kb = 0
+        self.main_hwm_kb = 0
+        self.helper_hwm_kb = 0
+        self.helper_pss_kb = 0
+        self.samples = 0
+        self._parents: dict[int, int | None] = {}
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            self.sample()
+            if self._stopped.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
+
+    def sample(self) -> None:
+        alive = {int(name) for name in os.listdir('/proc') if name.isdigit()}
+        for pid in list(self._parents):
+            if pid not in alive:
+                del self._parents[pid]
+        for pid in alive - set(self._parents):
+            self._parents[pid] = _ppid(pid)
+        children: dict[int, list[int]] = {}
+        for pid, parent in self._parents.items():
+            if parent is not None:
+                children.setdefault(parent, []).append(pid)
+        tree, todo = [], [self.root]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, ()))
+        sizes = {pid: _pss_kb(pid) for pid in tree}
+        pss = sum(sizes.values())
+        if pss == 0:
+            return
+        self.samples += 1
+        self.peak_pss_kb = max(self.peak_pss_kb, pss)
+        self.main_hwm_kb = max(self.main_hwm_kb, _status_kb(self.root, 'VmHWM'))
+        for pid in tree:
+            if pid != self.root and '_outbox_sender' in _read(f'/proc/{pid}/cmdline'):
+                self.helper_hwm_kb = max(self.helper_hwm_kb, _status_kb(pid, 'VmHWM'))
+                self.helper_pss_kb = max(self.helper_pss_kb, sizes[pid])
+
+
+# -- running things --------------------------------------------------------------------------------
+
+
+class Run(t.NamedTuple):
+    label: str
+    rc: int
+    wall: float
+    cpu: float
+    started: float
+    ended: float
+    timing: dict[str, t.Any]
+    memory: dict[str, int]
+    log: str
+
+    @property
+    def task_seconds(self) -> float:
+        """From the start of the first task to the stats: what a one-task play spends in its task."""
+        return self.timing['stats'] - self.timing['tasks'][0][1]
+
+    @property
+    def end_lag(self) -> float:
+        """From the last host result to the end of the ansible-playbook process."""
+        return self.ended - self.timing['last_result']
+
+
+def _no_proxy_opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Bench:
+    """The shared set-up: work directory, staged collection, stand-in, environment, playbook runner."""
+
+    def __init__(self, scale: Scale, work: str, smoke: bool, collections: str | None = None) -> None:
+        self.scale = scale
+        self.work = os.path.abspath(work)
+        self.smoke = smoke
+        self.python = sys.executable
+        self.bin = os.path.dirname(self.python)
+        self.given_collections = collections
+        self.collections = os.path.abspath(collections) if collections else os.path.join(self.work, 'collections')
+        self.stand_in: subprocess.Popen | None = None
+        self.base_url = ''
+        self._http = _no_proxy_opener()
+        self._runs = 0
+        self.loads: dict[str, str] = {}
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        if not os.path.exists(os.path.join(self.bin, 'ansible-playbook')):
+            raise BenchError(f'no ansible-playbook next to {self.python}: run this with the Python of .venv (make venv)')
+        if os.path.isdir(self.work):
+            shutil.rmtree(self.work)
+        for sub in ('logs', 'playbooks', 'ledgers', 'tmp', 'ansible-home'):
+            os.makedirs(os.path.join(self.work, sub))
+        with open(os.path.join(self.work, 'ansible.cfg'), 'w', encoding='utf-8') as handle:
+            handle.write('# empty on purpose: no ansible.cfg of the caller takes part in the benchmark\n[defaults]\n')
+        if self.given_collections:
+            if not os.path.isfile(os.path.join(self.collections, COLLECTION_SUBDIR, 'galaxy.yml')):
+                raise BenchError(f'{self.collections} holds no {COLLECTION_SUBDIR}')
+        else:
+            subprocess.run(
+                [os.path.join(REPO, 'tools', 'stage_collection.sh'), os.path.join(self.collections, COLLECTION_SUBDIR)],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+        self._start_stand_in()
+
+    def _start_stand_in(self) -> None:
+        port_file = os.path.join(self.work, 'stand-in.port')
+        with open(os.path.join(self.work, 'logs', 'stand-in.out'), 'wb') as out:
+            self.stand_in = subprocess.Popen(  # pylint: disable=consider-using-with
+                [self.python, STAND_IN, 'serve', '--port', '0', '--port-file', port_file],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            )
+        waited = subprocess.run(
+            [self.python, STAND_IN, 'wait', '--port-file', port_file, '--timeout', '20'],
+            check=False, capture_output=True, text=True,
+        )
+        if waited.returncode != 0:
+            raise BenchError(f'the stand-in did not start: {waited.stderr.strip()}')
+        self.base_url = waited.stdout.strip()
+
+    def close(self) -> None:
+        if self.stand_in is not None and self.stand_in.poll() is None:
+            self.stand_in.terminate()
+            try:
+                self.stand_in.wait(10)
+            except subprocess.TimeoutExpired:
+                self.stand_in.kill()
+                self.stand_in.wait()
+
+    # -- the stand-in --------------------------------------------------------------------------------
+
+    def webhook(self, key: str) -> str:
+        return f'{self.base_url}/api/integration/webhook/{key}'
+
+    def control(self, path: str, payload: t.Any = None) -> t.Any:
+        data = None if payload is None else json.dumps(payload).encode('utf-8')
+        request = urllib.request.Request(self.base_url + '/_stand_in/' + path, data=data,
+                                         headers={'Content-Type': 'application/json'},
+                                         method='GET' if data is None else 'POST')
+        with self._http.open(request, timeout=30) as response:
+            return json.loads(response.read().decode('utf-8'))
+
+    def reset(self) -> None:
+        self.control('reset', {})
+
+    def requests(self) -> list[dict[str, t.Any]]:
+        return self.control('requests')
+
+    def stand_in_cpu(self) -> float:
+        """CPU seconds (user + system) the stand-in has used so far, its finished threads included."""
+        fields = _read(f'/proc/{self.stand_in.pid}/stat').rsplit(')', 1)[-1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+    def hang_everything(self) -> None:
+        self.control('script', {'responses': [{'action': 'hang', 'seconds': 600, 'repeat': 100000}]})
+
+    # -- files -------------------------------------------------------------------------------------
+
+    def write(self, name: str, text: str) -> str:
+        path = os.path.join(self.work, 'playbooks', name)
+        with open(path, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+        return path
+
+    def inventory(self, name: str, hosts: int | None) -> str:
+        """``hosts`` local hosts h0001... (None: just localhost), all with the venv's Python."""
+        names = ['localhost'] if hosts is None else [f'h{number:04d}' for number in range(1, hosts + 1)]
+        return self.write(name, '[bench]\n' + '\n'.join(names) + '\n\n[bench:vars]\nansible_connection=local\n'
+                          f'ansible_python_interpreter={self.python}\n')
+
+    def ledger(self, name: str) -> str:
+        return os.path.join(self.work, 'ledgers', name, 'ledger.sqlite3')
+
+    # -- environment and runs --------------------------------------------------------------------
+
+    def env(self, callback: bool = False, timing: bool = True, **extra: str) -> dict[str, str]:
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith(('ANSIBLE_', 'TEMPERSTACK_')) and name != 'PYTHONDONTWRITEBYTECODE'}
+        enabled = (['bench_timing'] if timing else []) + ([CALLBACK] if callback else [])
+        env.update({
+            'PATH': self.bin + os.pathsep + env.get('PATH', ''),
+            'ANSIBLE_CONFIG': os.path.join(self.work, 'ansible.cfg'),
+            'ANSIBLE_HOME': os.path.join(self.work, 'ansible-home'),
+            'ANSIBLE_LOCAL_TEMP': os.path.join(self.work, 'tmp'),
+            'ANSIBLE_REMOTE_TEMP': os.path.join(self.work, 'tmp'),
+            'ANSIBLE_COLLECTIONS_PATH': self.collections,
+            'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
+            'ANSIBLE_CALLBACK_PLUGINS': TIMING_PLUGINS,
+            'ANSIBLE_NOCOLOR': '1',
+            'ANSIBLE_RETRY_FILES_ENABLED': 'false',
+            'ANSIBLE_FORKS': '5',
+            'no_proxy': '127.0.0.1,localhost',
+            'NO_PROXY': '127.0.0.1,localhost',
+        })
+        if enabled:  # an empty ANSIBLE_CALLBACKS_ENABLED makes ansible-core 2.21 fail
+            env['ANSIBLE_CALLBACKS_ENABLED'] = ','.join(enabled)
+        env.update(extra)
+        return env
+
+    def run(self, label: str, playbook: str, inventory: str, env: dict[str, str], expect: t.Sequence[int] = (0,),
+            memory: bool = False, args: t.Sequence[str] = ()) -> Run:
+        self._runs += 1
+        stem = os.path.join(self.work, 'logs', f'{self._runs:04d}-{label}')
+        timing_file = stem + '.timing.json'
+        env = dict(env, BENCH_TIMING_FILE=timing_file)
+        with open(stem + '.log', 'wb') as log:
+            started = time.time()
+            clock = time.perf_counter()
+            process = subprocess.Popen(  # pylint: disable=consider-using-with
+                [os.path.join(self.bin, 'ansible-playbook'), '-i', inventory, *args, playbook],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.work,
+            )
+            sampler = TreeSampler(process.pid) if memory else None
+            if sampler is not None:
+                sampler.start()
+            try:
+                _pid, status, usage = os.wait4(process.pid, 0)
+            except BaseException:  # interrupted: leave no ansible-playbook behind
+                process.terminate()
+                process.wait()
+                raise
+            finally:
+                if sampler is not None:
+                    sampler.stop()
+            wall = time.perf_counter() - clock
+            ended = time.time()
+            process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode not in expect:
+            raise BenchError(f'{label}: ansible-playbook exited with {process.returncode} (expected {list(expect)}); '
+                             f'last lines of {stem}.log:\n' + '\n'.join(_read(stem + '.log').splitlines()[-15:]))
+        timing = json.loads(_read(timing_file) or '{}')
+        mem = {}
+        if sampler is not None:
+            mem = {'peak_pss_kb': sampler.peak_pss_kb, 'main_hwm_kb': sampler.main_hwm_kb,
+                   'helper_hwm_kb': sampler.helper_hwm_kb, 'helper_pss_kb': sampler.helper_pss_kb,
+                   'samples': sampler.samples}
+        return Run(label, process.returncode, wall, usage.ru_utime + usage.ru_stime, started, ended, timing, mem,
+                   stem + '.log')
+
+
+def loadavg() -> str:
+    return ' '.join(_read('/proc/loadavg').split()[:3])
+
+
+def play(name: str, hosts: str, tasks: str) -> str:
+    return f'- name: {name}\n  hosts: {hosts}\n  gather_facts: false\n  tasks:\n{tasks}'
+
+
+# -- the cases -------------------------------------------------------------------------------------
+
+
+def case_loops(bench: Bench, figures: list[Figure], context: list[list[str]]) -> None:
+    """Cases 1-3: a 100-item loop through the module (first sends, then a repeat), uri and debug."""
+    scale = bench.scale
+    items = scale.loop_items
+    inventory = bench.inventory('local.ini', None)
+    loop = f'      loop: "{{{{ range({items}) | list }}}}"\n'
+    url = bench.webhook('bench-loop')
+    playbooks = {
+        'module': bench.write('loop-module.yml', play('loop', 'bench', (
+            '    - name: alerts\n      temperstack.alerting.alert:\n'
+            '        alert_name: "bench {{ bench_round }} alert {{ item }}"\n        status: Alarm\n' + loop))),
+        'uri': bench.write('loop-uri.yml', play('loop', 'bench', (
+            f'    - name: alerts\n      ansible.builtin.uri:\n        url: "{url}"\n        method: POST\n'
+            '        body_format: json\n        body:\n          alert_name: "bench {{ bench_round }} alert {{ item }}"\n'
+            '          status: Alarm\n' + loop))),
+        'debug': bench.write('loop-debug.yml', play('loop', 'bench', (
+            '    - name: alerts\n      ansible.builtin.debug:\n        msg: "bench {{ bench_round }} alert {{ item }}"\n' + loop))),
+    }
+    times: dict[str, list[float]] = {'first': [], 'repeat': [], 'uri': [], 'debug': []}
+    walls: dict[str, list[float]] = {'first': [], 'repeat': [], 'uri': [], 'debug': []}
+    cpus: dict[str, list[float]] = {'first': [], 'repeat': [], 'uri': [], 'debug': []}
+    with_uri: list[dict[str, float]] = []
+    stand_in_cpu: list[float] = []
+    for number in range(scale.loop_rounds):
+        # debug and the module swap places every round; uri (slow, and far from its target) only in the first
+        # rounds, first or last in turn.
+        order = ['debug', 'module'] if number % 2 == 0 else ['module', 'debug']
+        if number < scale.uri_rounds:
+            order = order + ['uri'] if number % 2 == 0 else ['uri'] + order
+        # One ledger for all rounds, as on a real controller; each round's alerts are new to it.
+        env = bench.env(TEMPERSTACK_WEBHOOK_URL=url, TEMPERSTACK_LEDGER_PATH=bench.ledger('loop'))
+        extra = ['-e', f'bench_round={number}']
+        measured = {}
+        for arm in order:
+            bench.reset()
+            if arm == 'module':
+                cpu = bench.stand_in_cpu()
+                first = bench.run('loop-module-first', playbooks['module'], inventory, env, args=extra)
+                stand_in_cpu.append((bench.stand_in_cpu() - cpu) / items)
+                _expect_delivered(bench, items, 'module, first sends')
+                bench.reset()
+                repeat = bench.run('loop-module-repeat', playbooks['module'], inventory, env, args=extra)
+                _expect_delivered(bench, 0, 'module, repeat run')
+                runs = {'first': first, 'repeat': repeat}
+            else:
+                runs = {arm: bench.run(f'loop-{arm}', playbooks[arm], inventory, env, args=extra)}
+                if arm == 'uri':
+                    _expect_delivered(bench, items, 'uri')
+            for name, run in runs.items():
+                times[name].append(run.task_seconds)
+                walls[name].append(run.wall)
+                cpus[name].append(run.cpu)
+                measured[name] = run.task_seconds
+        if 'uri' in measured:
+            with_uri.append(measured)
+        print(f'  round {number + 1}/{scale.loop_rounds}: ' + ', '.join(
+            f'{name} {value:.3f} s' for name, value in measured.items()), flush=True)
+
+    def ratios(top: str, bottom: str) -> list[float]:
+        if bottom == 'uri':
+            return [entry[top] / entry['uri'] for entry in with_uri]
+        return [a / b for a, b in zip(times[top], times[bottom])]
+
+    note = (f'{items}-item loop, task time; one ratio per round: {scale.loop_rounds} rounds against debug (which '
+            f'swaps places with the module every round), the first {scale.uri_rounds} of them with uri too')
+    if with_uri:
+        figures.append(Figure('1', 'First sends: alert module ÷ ansible.builtin.uri', ratios('first', 'uri'), 'x', 0.2,
+                              note=note))
+        figures.append(Figure('2', 'Repeat run (nothing sent) ÷ ansible.builtin.uri', ratios('repeat', 'uri'), 'x',
+                              0.1, note=note))
+    figures.append(Figure('3', 'First sends ÷ ansible.builtin.debug loop', ratios('first', 'debug'), 'x', 1.5,
+                          note=note))
+    figures.append(Figure('3', 'Repeat run ÷ ansible.builtin.debug loop', ratios('repeat', 'debug'), 'x', 1.2,
+                          note=note))
+    extra_cpu = {name: 1000 * (median(cpus[name]) - median(cpus['debug'])) / items for name in ('first', 'repeat')}
+    context.append(['1–3: CPU per item above the debug loop', f'first sends {extra_cpu["first"]:.3f} ms, repeat run '
+                    f'{extra_cpu["repeat"]:.3f} ms (user + system time of ansible-playbook and its workers, '
+                    'difference of the medians)', f'the stand-in: {1000 * median(stand_in_cpu):.3f} ms of CPU per POST, '
+                    'on the same two cores', f'debug itself: {1000 * median(times["debug"]) / items:.3f} ms per item'])
+    for name, label in (('first', 'alert module, first sends'), ('repeat', 'alert module, repeat run'),
+                        ('uri', 'ansible.builtin.uri, same POSTs'), ('debug', 'ansible.builtin.debug')):
+        if not times[name]:
+            continue
+        context.append([f'1–3: {items}-item loop, {label}', f'{median(times[name]):.3f} s task',
+                        f'{1000 * median(times[name]) / items:.2f} ms per item',
+                        f'{median(walls[name]):.2f} s whole ansible-playbook run'])
+
+
+def _expect_delivered(bench: Bench, count: int, what: str) -> None:
+    records = bench.requests()
+    delivered = [record for record in records if record['response_status'] == 200]
+    if len(records) != count or len(delivered) != count:
+        raise BenchError(f'{what}: the stand-in got {len(records)} requests ({len(delivered)} acknowledged), '
+                         f'expected {count}')
+
+
+def green_playbook(tasks: int) -> str:
+    body = []
+    for number in range(tasks):
+        kind = number % 3
+        if kind == 0:
+            body.append(f'    - name: step {number}\n      ansible.builtin.debug:\n'
+                        f'        msg: "{{{{ inventory_hostname }}}} step {number}"\n')
+        elif kind == 1:
+            body.append(f'    - name: step {number}\n      ansible.builtin.set_fact:\n'
+                        f'        bench_step_{number}: "{{{{ inventory_hostname }}}}-{number}"\n')
+        else:
+            body.append(f'    - name: step {number}\n      ansible.builtin.assert:\n'
+                        '        that: inventory_hostname is string\n        quiet: true\n')
+    return play('green', 'bench', ''.join(body))
+
+
+def case_green(bench: Bench, figures: list[Figure], context: list[list[str]]) -> None:
+    """Case 4: a green run of hosts x tasks with the callback enabled vs not, pairs until the interval decides."""
+    scale = bench.scale
+    inventory = bench.inventory('green.ini', scale.green_hosts)
+    playbook = bench.write('green.yml', green_playbook(scale.green_tasks))
+    with_callback = bench.env(callback=True, timing=False, TEMPERSTACK_WEBHOOK_URL=bench.webhook('bench-green'),
+                              TEMPERSTACK_LEDGER_PATH=bench.ledger('green'))
+    without = bench.env(timing=False)
+    bench.reset()
+    walls: dict[str, list[float]] = {'callback': [], 'plain': []}
+    cpus: dict[str, list[float]] = {'callback': [], 'plain': []}
+    ratios: list[float] = []
+    decided = ''
+    for number in range(scale.green_max_pairs):
+        order = ('callback', 'plain') if number % 2 == 0 else ('plain', 'callback')
+        for arm in order:
+            run = bench.run(f'green-{arm}', playbook, inventory, with_callback if arm == 'callback' else without)
+            walls[arm].append(run.wall)
+            cpus[arm].append(run.cpu)
+        ratios.append(walls['callback'][-1] / walls['plain'][-1])
+        interval = bootstrap_ci(ratios)
+        shown = f'[{interval[0]:.4f}, {interval[1]:.4f}]' if interval else ''
+        print(f'  pair {number + 1}: ratio {ratios[-1]:.4f}, median {median(ratios):.4f} {shown}', flush=True)
+        if len(ratios) >= scale.green_min_pairs and interval is not None:
+            if interval[1] <= GREEN_RATIO_LIMIT or interval[0] > GREEN_RATIO_LIMIT:
+                decided = f'decided after {len(ratios)} pairs'
+                break
+    sent = bench.requests()
+    if sent:
+        raise BenchError(f'green run: the callback sent {len(sent)} alerts, expected none')
+    if not os.path.exists(bench.ledger('green')):
+        raise BenchError('green run: the callback never opened its ledger; was it enabled?')
+    pairs = len(ratios)
+    note = (f'{scale.green_hosts} hosts × {scale.green_tasks} tasks, whole ansible-playbook wall time; '
+            f'{pairs} interleaved pairs (ABBA), {decided or "stopped at the pair limit"}')
+    figures.append(Figure('4', 'Green run: callback enabled ÷ not enabled (wall)', ratios, 'x', GREEN_RATIO_LIMIT,
+                          note=note))
+    cpu_ratios = [a / b for a, b in zip(cpus['callback'], cpus['plain'])]
+    figures.append(Figure('4', 'Green run: callback enabled ÷ not enabled (CPU time)', cpu_ratios, 'x', None,
+                          note='user + system time of ansible-playbook and every process it reaped'))
+    context.append([f'4: green run, {scale.green_hosts} hosts × {scale.green_tasks} tasks',
+                    f'{median(walls["plain"]):.2f} s without the callback',
+                    f'{median(walls["callback"]):.2f} s with it',
+                    f'CPU {median(cpus["plain"]):.2f} s / {median(cpus["callback"]):.2f} s'])
+
+
+def case_storm(bench: Bench, figures: list[Figure], context: list[list[str]]) -> None:
+    """Case 5: every host fails, scope host: each Alarm once, a bounded end of run, bounded memory."""
+    scale = bench.scale
+    hosts = scale.storm_hosts
+    inventory = bench.inventory('storm.ini', hosts)
+    playbook = bench.write('storm.yml', play('storm', 'bench', (
+        '    - name: break\n      ansible.builtin.fail:\n        msg: "storm failure on {{ inventory_hostname }}"\n')))
+    lags: dict[str, list[float]] = {'callback': [], 'plain': []}
+    pss_delta, hwm_delta, helper, helper_pss, once = [], [], [], [], []
+    walls: dict[str, list[float]] = {'callback': [], 'plain': []}
+    mem: dict[str, list[dict[str, int]]] = {'callback': [], 'plain': []}
+    for number in range(scale.storm_pairs):
+        order = ('callback', 'plain') if number % 2 == 0 else ('plain', 'callback')
+        for arm in order:
+            bench.reset()
+            if arm == 'callback':
+                ledger = bench.ledger(f'storm-{number}')
+                env = bench.env(callback=True, TEMPERSTACK_WEBHOOK_URL=bench.webhook('bench-storm'),
+                                TEMPERSTACK_LEDGER_PATH=ledger, TEMPERSTACK_SCOPE='host')
+            else:
+                env = bench.env()
+            run = bench.run(f'storm-{arm}', playbook, inventory, env, expect=(2,), memory=True)
+            if run.timing.get('results') != hosts:
+                raise BenchError(f'storm: {run.timing.get("results")} host results, expected {hosts}')
+            lags[arm].append(run.end_lag)
+            walls[arm].append(run.wall)
+            mem[arm].append(run.memory)
+            if arm == 'callback':
+                once.append(_storm_once(bench, hosts, ledger))
+        pss_delta.append((mem['callback'][-1]['peak_pss_kb'] - mem['plain'][-1]['peak_pss_kb']) / 1024)
+        hwm_delta.append((mem['callback'][-1]['main_hwm_kb'] - mem['plain'][-1]['main_hwm_kb']) / 1024)
+        helper.append(mem['callback'][-1]['helper_hwm_kb'] / 1024)
+        helper_pss.append(mem['callback'][-1]['helper_pss_kb'] / 1024)
+        print(f'  pair {number + 1}: last task → end {lags["callback"][-1]:.2f} s (without: {lags["plain"][-1]:.2f} s); '
+              f'peak PSS {mem["callback"][-1]["peak_pss_kb"] / 1024:.1f} MB (without: '
+              f'{mem["plain"][-1]["peak_pss_kb"] / 1024:.1f} MB), ansible-playbook VmHWM Δ {hwm_delta[-1]:.1f} MB, '
+              f'delivery process VmHWM {helper[-1]:.1f} MB (PSS {helper_pss[-1]:.1f} MB); alarms exactly once: '
+              f'{once[-1] or "yes"}', flush=True)
+    exact = sum(1 for value in once if value == '')
+    figures.append(Figure('5', f'Failure storm ({hosts} hosts, scope host): every Alarm exactly once',
+                          [0.0 if value == '' else 1.0 for value in once], 'count', 0.0, basis='every',
+                          shown=f'{exact}/{len(once)} runs' + ('' if exact == len(once) else ': ' + '; '.join(once)),
+                          target='every run', note='stand-in records: one acknowledged Alarm per host, no other request'))
+    figures.append(Figure('5', 'Failure storm: last task → end of run', lags['callback'], 's', 5.0, basis='every',
+                          note='last host result (bench_timing callback) to the exit of ansible-playbook'))
+    figures.append(Figure('5', 'Failure storm: peak memory above the run without the callback', pss_delta, 'MB', 30.0,
+                          basis='every', note='peak of the summed PSS of ansible-playbook and all its descendants, '
+                          'sampled every 50 ms, minus the same for the run without the callback'))
+    context.append([f'5: failure storm, {hosts} hosts', f'last task → end {median(lags["plain"]):.2f} s without the '
+                    f'callback, {median(lags["callback"]):.2f} s with it',
+                    f'whole run {median(walls["plain"]):.2f} s / {median(walls["callback"]):.2f} s',
+                    f'peak PSS {median([m["peak_pss_kb"] for m in mem["plain"]]) / 1024:.1f} MB / '
+                    f'{median([m["peak_pss_kb"] for m in mem["callback"]]) / 1024:.1f} MB; ansible-playbook\'s own peak '
+                    f'RSS (VmHWM) +{median(hwm_delta):.1f} MB; the delivery process (alive only while it delivers): peak '
+                    f'RSS {median(helper):.1f} MB, peak PSS {median(helper_pss):.1f} MB'])
+
+
+def _storm_once(bench: Bench, hosts: int, ledger: str) -> str:
+    """'' when the stand-in got exactly one acknowledged Alarm per host and nothing else, else what was wrong."""
+    records = bench.requests()
+    ids: dict[str, int] = {}
+    problems = []
+    for record in records:
+        body = record.get('json') or {}
+        if body.get('status') != 'Alarm' or record['response_status'] != 200:
+            problems.append(f'{body.get("status")} answered {record["response_status"]}')
+        ids[body.get('alert_id', '')] = ids.get(body.get('alert_id', ''), 0) + 1
+    duplicates = sum(count - 1 for count in ids.values())
+    if len(ids) != hosts:
+        problems.append(f'{len(ids)} distinct alerts for {hosts} hosts')
+    if duplicates:
+        problems.append(f'{duplicates} sent more than once')
+    conn = sqlite3.connect(ledger)
+    try:
+        queued = conn.execute('SELECT count(*) FROM outbox').fetchone()[0]
+    finally:
+        conn.close()
+    if queued:
+        problems.append(f'{queued} still queued')
+    return '; '.join(problems[:3])
+
+
+def backoff_bound(retries: int) -> float:
+    """The longest total backoff of the client for ``retries`` retries, from its own constants.
+
+    Imported from the staged collection (main() puts it on sys.path), so the bound follows the code.
+    """
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (  # pylint: disable=import-outside-toplevel
+        BACKOFF_BASE,
+        BACKOFF_CAP,
+    )
+    return sum(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (number - 1)) for number in range(1, retries + 1))
+
+
+def case_dead(bench: Bench, figures: list[Figure], context: list[list[str]]) -> None:
+    """Case 6: the endpoint accepts connections and never answers."""
+    scale = bench.scale
+    timeout, retries, flush = scale.dead_timeout, scale.dead_retries, scale.dead_flush
+    inventory = bench.inventory('local.ini', None)
+    failing = bench.write('dead-play.yml', play('dead endpoint', 'bench', (
+        '    - name: break\n      ansible.builtin.fail:\n        msg: the play fails, so an Alarm is due\n')))
+    module = bench.write('dead-module.yml', play('dead endpoint', 'bench', (
+        '    - name: alert\n      temperstack.alerting.alert:\n        alert_name: bench dead endpoint\n'
+        f'        status: Alarm\n        timeout: {timeout}\n        retries: {retries}\n')))
+    url = bench.webhook('bench-dead')
+    added_callback, added_module, kept = [], [], []
+    for number in range(scale.dead_pairs):
+        order = ('callback', 'plain') if number % 2 == 0 else ('plain', 'callback')
+        walls = {}
+        for arm in order:
+            bench.reset()
+            if arm == 'callback':
+                bench.hang_everything()
+                ledger = bench.ledger(f'dead-callback-{number}')
+                env = bench.env(callback=True, TEMPERSTACK_WEBHOOK_URL=url, TEMPERSTACK_LEDGER_PATH=ledger,
+                                TEMPERSTACK_TIMEOUT=str(timeout), TEMPERSTACK_RETRIES=str(retries),
+                                TEMPERSTACK_FLUSH_TIMEOUT=f'{flush:g}')
+            else:
+                env = bench.env()
+            walls[arm] = bench.run(f'dead-{arm}', failing, inventory, env, expect=(2,)).wall
+            if arm == 'callback':
+                kept.append(_queued(ledger))
+        bench.reset()
+        added_callback.append(walls['callback'] - walls['plain'])
+        tasks = {}
+        for arm in ('hanging', 'answering') if number % 2 == 0 else ('answering', 'hanging'):
+            bench.reset()
+            if arm == 'hanging':
+                bench.hang_everything()
+            env = bench.env(TEMPERSTACK_WEBHOOK_URL=url, TEMPERSTACK_LEDGER_PATH=bench.ledger(f'dead-module-{arm}-{number}'))
+            tasks[arm] = bench.run(f'dead-module-{arm}', module, inventory, env,
+                                   expect=(2,) if arm == 'hanging' else (0,)).task_seconds
+        bench.reset()
+        added_module.append(tasks['hanging'] - tasks['answering'])
+        print(f'  pair {number + 1}: callback +{added_callback[-1]:.2f} s, module +{added_module[-1]:.2f} s', flush=True)
+    module_bound = timeout * (retries + 1) + backoff_bound(retries)
+    figures.append(Figure('6', f'Dead endpoint: wall time the callback adds (flush_timeout {flush:g} s)', added_callback,
+                          's', flush + 1.0, basis='every', target=f'≤ flush_timeout + 1 s = {flush + 1.0:.2f} s',
+                          note='failing play against a hanging stand-in, minus the same play without the callback'))
+    figures.append(Figure('6', f'Dead endpoint: time the module adds (timeout {timeout} s, {retries + 1} attempts)',
+                          added_module, 's', module_bound, basis='every',
+                          target=f'≤ timeout × attempts + backoff = {module_bound:.2f} s',
+                          note='the task against a hanging stand-in, minus the same task against an answering one'))
+    context.append(['6: dead endpoint', f'the undelivered Alarm stayed queued for the next run in {sum(kept)}/{len(kept)} '
+                    'runs', f'client timeout {timeout} s, retries {retries}', f'longest backoff {backoff_bound(retries):.2f} s'])
+
+
+def _queued(ledger: str) -> int:
+    conn = sqlite3.connect(ledger)
+    try:
+        return 1 if conn.execute('SELECT count(*) FROM outbox').fetchone()[0] == 1 else 0
+    finally:
+        conn.close()
+
+
+def case_ledger(bench: Bench, figures: list[Figure], context: list[list[str]]) -> None:
+    """Case 7: the ledger with 100,000 records, and 12 concurrent writer processes."""
+    scale = bench.scale
+    env = dict(os.environ, PYTHONPATH=bench.collections)
+    command = [
+        bench.python, LEDGER_BENCH, 'scale', '--ledger', bench.ledger('scale'), '--records', str(scale.ledger_records),
+        '--samples', str(scale.ledger_samples), '--writers', str(scale.writers), '--distinct', str(scale.writer_distinct),
+        '--increments', str(scale.writer_increments), '--queued', str(scale.writer_queued),
+    ]
+    done = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError('ledger bench failed:\n' + done.stderr[-3000:])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    with open(os.path.join(bench.work, 'logs', 'ledger.json'), 'w', encoding='utf-8') as handle:
+        json.dump(result, handle, indent=2)
+    records = scale.ledger_records
+    first = result['decide_send_record']
+    figures.append(Figure('7', f'Ledger of {records:,} records: decision + record per alert', [first['median_ms']],
+                          'ms', 1.0, target='median < 1 ms',
+                          shown=f'{first["median_ms"]:.3f} ms median (p99 {first["p99_ms"]:.3f} ms, n {first["n"]})',
+                          note='deliver() of a new alert: lookup, claim, send through the client (an opener that '
+                          'answers at once), record, release'))
+    writers = result['writers']
+    lost = ((writers['increments_expected'] - writers['increments_counted']) + writers['distinct_missing']
+            + (writers['queued_expected'] - writers['queued_found']) + abs(writers['everyone_sends'] - 1)
+            + len(writers['failed_writers']) + writers['ledger_errors'])
+    figures.append(Figure('7', f'{writers["writers"]} concurrent writer processes: lost updates', [float(lost)], 'count',
+                          0.0, basis='every', target='none',
+                          shown=(f'{lost} (counter {writers["increments_counted"]}/{writers["increments_expected"]}, '
+                                 f'records {writers["distinct_expected"] - writers["distinct_missing"]}/'
+                                 f'{writers["distinct_expected"]}, queued {writers["queued_found"]}/'
+                                 f'{writers["queued_expected"]}, shared alert sent {writers["everyone_sends"]}×, '
+                                 f'{writers["ledger_errors"]} errors)'),
+                          note='read-modify-write under claim, distinct records, outbox entries and one alert decided '
+                          'by every writer at once'))
+    mb = 1024 * 1024
+    context.append([f'7: ledger, {records:,} records', f'file {result["file_bytes"] / mb:.1f} MB '
+                    f'({result["file_bytes"] / records:.0f} bytes per record)',
+                    f'filled in {result["fill_seconds"]:.1f} s (one transaction per record)',
+                    f'prune: {result["prune_forgotten"]:,} of {result["records_before_prune"]:,} forgotten in '
+                    f'{result["prune_seconds"]:.3f} s; nothing due {result["prune_nothing_due_seconds"]:.3f} s; '
+                    f'daily check {result["prune_if_due_not_due_ms"]:.3f} ms; file after {result["file_bytes_after_prune"] / mb:.1f} MB'])
+    context.append(['7: ledger, per operation', f'open + daily check + lookup + close {result["open_lookup_close"]["median_ms"]:.3f} ms',
+                    f'decision with nothing to send {result["decide_nothing_to_send"]["median_ms"]:.3f} ms; '
+                    f'status change {result["decide_status_change"]["median_ms"]:.3f} ms',
+                    f'{writers["writers"]} writers done in {writers["seconds"]:.2f} s, per alert median '
+                    f'{writers["op_median_ms_worst_writer"]:.3f} ms (slowest writer)'])
+
+
+def stand_in_check(bench: Bench, context: list[list[str]]) -> None:
+    """The stand-in's own service time on a bare socket, next to a minimal responder; no Nagle/delayed-ACK stall."""
+    body = json.dumps({'alert_name': 'probe', 'status': 'Alarm'}).encode('utf-8')
+    port = int(bench.base_url.rsplit(':', 1)[1])
+
+    def request(path: str) -> bytes:
+        return (f'POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+                f'Content-Length: {len(body)}\r\nConnection: close\r\n\r\n').encode('ascii') + body
+
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(64)
+
+    def minimal() -> None:
+        answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 21\r\nConnection: close\r\n\r\n'
+        while True:
+            try:
+                conn, _address = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b''
+                while len(data) < len(request('/')) and not data.endswith(body):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(answer + b'{"status": "success"}')
+
+    threading.Thread(target=minimal, daemon=True).start()
+
+    def round_trip(target_port: int, path: str) -> float:
+        start = time.perf_counter()
+        with socket.create_connection(('127.0.0.1', target_port)) as conn:
+            conn.sendall(request(path))
+            while conn.recv(65536):
+                pass
+        return time.perf_counter() - start
+
+    samples = 40 if bench.smoke else 400
+    results = {}
+    for name, target_port, path in (('stand-in', port, '/api/integration/webhook/bench-probe'),
+                                    ('minimal', listener.getsockname()[1], '/')):
+        for _warm in range(10):
+            round_trip(target_port, path)
+        times = sorted(round_trip(target_port, path) for _sample in range(samples))
+        results[name] = (median(times) * 1000, times[int(0.99 * (len(times) - 1))] * 1000, times[-1] * 1000)
+    listener.close()
+    bench.reset()
+    if results['stand-in'][1] >= 40.0:
+        raise BenchError(f'the stand-in stalls: p99 round trip {results["stand-in"][1]:.1f} ms (Nagle/delayed ACK?)')
+    stand_in, bare = results['stand-in'], results['minimal']
+    context.append(['stand-in, one webhook POST on a bare socket', f'median {stand_in[0]:.3f} ms, p99 {stand_in[1]:.3f} ms, '
+                    f'max {stand_in[2]:.3f} ms', f'minimal responder: median {bare[0]:.3f} ms, p99 {bare[1]:.3f} ms',
+                    'one write per response, TCP_NODELAY: no stall (a Nagle/delayed-ACK stall costs ≥ 40 ms)'])
+
+
+CASES: dict[str, tuple[str, t.Callable[[Bench, list[Figure], list[list[str]]], None]]] = {
+    '1': ('module, uri and debug loops (cases 1-3)', case_loops),
+    '4': ('callback overhead on a green run', case_green),
+    '5': ('failure storm', case_storm),
+    '6': ('dead endpoint', case_dead),
+    '7': ('ledger at scale', case_ledger),
+}
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+
+def machine() -> list[tuple[str, str]]:
+    cpu = next((line.split(':', 1)[1].strip() for line in _read('/proc/cpuinfo').splitlines()
+                if line.startswith('model name')), 'unknown')
+    memory = next((line.split(':', 1)[1].strip() for line in _read('/proc/meminfo').splitlines()
+                   if line.startswith('MemTotal')), 'unknown')
+    kb = int(memory.split()[0]) if memory.split() and memory.split()[0].isdigit() else 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return [
+        ('CPUs (`nproc`)', str(usable)),
+        ('CPU model', cpu),
+        ('memory', f'{kb / 1024 / 1024:.1f} GiB' if kb else memory),
+        ('kernel', os.uname().release),
+    ]
+
+
+def versions(bench: Bench) -> list[tuple[str, str]]:
+    core = subprocess.run([os.path.join(bench.bin, 'ansible-playbook'), '--version'], check=False, capture_output=True,
+                          text=True, env=bench.env()).stdout.splitlines()
+    version = '?'
+    for line in _read(os.path.join(REPO, 'galaxy.yml')).splitlines():
+        if line.startswith('version:'):
+            version = line.split(':', 1)[1].strip()
+    commit = subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD'], check=False, capture_output=True,
+                            text=True).stdout.strip() or 'unknown'
+    dirty = subprocess.run(['git', '-C', REPO, 'status', '--porcelain', '--untracked-files=no'], check=False,
+                           capture_output=True, text=True).stdout.strip()
+    return [
+        ('Python', sys.version.split()[0]),
+        ('ansible-core', core[0].split('core', 1)[1].strip(' []') if core and 'core' in core[0] else '?'),
+        ('temperstack.alerting', f'{version} (git {commit}{", with uncommitted changes" if dirty else ""})'
+         if not bench.given_collections else f'the copy in {bench.collections} (--collections)'),
+    ]
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace('|', '\\|')
+    lines = ['| ' + ' | '.join(header) + ' |', '| ' + ' | '.join('---' for _column in header) + ' |']
+    lines.extend('| ' + ' | '.join(cell(item) for item in row) + ' |' for row in rows)
+    return '\n'.join(lines)
+
+
+def report(bench: Bench, figures: list[Figure], context: list[list[str]], started: datetime.datetime,
+           seconds: float, load_start: str, load_end: str, cases: list[str]) -> str:
+    mode = 'smoke run (one scaled-down iteration per case; targets not asserted)' if bench.smoke else 'full run'
+    scale = bench.scale
+    parts = [
+        '# Performance',
+        '',
+        f'Generated by `make bench` (tools/bench/bench.py, {mode}) on {started:%Y-%m-%d %H:%M} UTC, in '
+        f'{seconds / 60:.1f} minutes. Do not edit by hand: run `make bench` again.',
+        '',
+        'Every figure is a ratio or a bound measured in this run, each case interleaved with its baseline '
+        '(ABAB…, the order alternating from pair to pair). Ratios are per pair; the table gives their median, the 95% '
+        'confidence interval of that median (percentile bootstrap, 4,000 resamples) and the spread (lowest – highest '
+        'pair). A median target is *met* when the whole interval is within it, *MISSED* when the whole interval is '
+        'beyond it, and *undecided* otherwise; a bound must hold in every run. Absolute times are only context: this '
+        'is a shared machine.',
+        '',
+        '## Results',
+        '',
+        table(['#', 'Figure', 'Measured', '95% CI of the median', 'Spread', 'n', 'Target', 'Result'],
+              [figure.row() for figure in figures]),
+        '',
+        'What each figure is:',
+        '',
+    ]
+    parts.extend(f'- **{figure.case}. {figure.name}**: {figure.note}.' for figure in figures if figure.note)
+    parts += ['', '## Context (absolute times of this run)', '',
+              table(['What', 'Measured', '', ''], context), '',
+              '## Machine', '',
+              table(['', ''], [list(row) for row in machine()]
+                    + [['load average (1, 5, 15 min) at the start', load_start],
+                       ['load average at the end', load_end]]
+                    + [[f'load average before: {CASES[case][0]}', bench.loads.get(case, '–')] for case in cases]),
+              '',
+              '## Versions', '',
+              table(['', ''], [list(row) for row in versions(bench)]), '',
+              '## How the cases are run', '',
+              f'- **1–3.** One play on `localhost` (connection local) with one task looping over {scale.loop_items} '
+              'items, in three forms: `temperstack.alerting.alert` (alert_name `bench {{ bench_round }} alert '
+              '{{ item }}`, status Alarm; endpoint and ledger from `TEMPERSTACK_WEBHOOK_URL` and '
+              '`TEMPERSTACK_LEDGER_PATH`, as a controller would set them), `ansible.builtin.uri` POSTing the same '
+              'JSON to the same stand-in, and `ansible.builtin.debug` with the same templated message. In each of '
+              f'{scale.loop_rounds} rounds the module runs twice (first sends: its {scale.loop_items} alerts are new, '
+              'so all are sent; repeat: all are on record, nothing is sent) and debug once, debug first in one round '
+              f'and last in the next; the first {scale.uri_rounds} rounds add uri. One ledger serves all rounds, as on '
+              'a real controller; `bench_round` makes each round\'s alerts new to it. The stand-in must have '
+              'acknowledged exactly the expected POSTs (all of them, or none for the repeat). The figure is the '
+              'task\'s own time, from its start to the play\'s stats (timestamps from '
+              'tools/bench/callback_plugins/bench_timing.py, enabled in every run); the start-up of ansible-playbook, '
+              'the same for all, is in the context table.',
+              f'- **4.** {scale.green_hosts} hosts (connection local) × {scale.green_tasks} tasks that run on the '
+              'controller only (debug, set_fact, assert), five forks: the cheapest real run, so the callback\'s '
+              'share is as large as it can be. With the callback: `ANSIBLE_CALLBACKS_ENABLED` names it, the endpoint '
+              'is the stand-in, the ledger persists between its runs (as on a real controller); without: not '
+              'enabled. Whole ansible-playbook wall time per run; pairs continue until the 95% interval of the '
+              f'median ratio lies entirely on one side of {GREEN_RATIO_LIMIT} (at least {scale.green_min_pairs}, at '
+              f'most {scale.green_max_pairs} pairs). The stand-in must receive nothing.',
+              f'- **5.** {scale.storm_hosts} hosts that all fail one task; callback with `scope: host`, a fresh ledger '
+              'per run, default timeout, retries and flush_timeout. Memory: the harness samples every 50 ms the '
+              'proportional set size (PSS, /proc/PID/smaps_rollup) of ansible-playbook and all its descendants (task '
+              'workers, the callback\'s delivery process) and keeps the highest sum; the figure is that peak minus the '
+              'peak of the same run without the callback. PSS, not RSS: the workers are forks sharing most of their '
+              'pages with ansible-playbook, and summed RSS would count those pages once per worker. The context table '
+              'adds the peak RSS (VmHWM) of ansible-playbook itself and of the delivery process.',
+              f'- **6.** The stand-in is scripted to read every webhook request and never answer. Callback: a play '
+              f'that fails on localhost, with timeout {scale.dead_timeout} s, retries {scale.dead_retries}, '
+              f'flush_timeout {scale.dead_flush:g} s, against the same play without the callback (wall time). Module: '
+              f'one task with timeout {scale.dead_timeout} and retries {scale.dead_retries} against the hanging stand-in, '
+              'against the same task with the stand-in answering (task time). The bound for the module is '
+              'timeout × attempts plus the longest backoff the client can draw (its jitter only shortens it).',
+              f'- **7.** tools/bench/ledger_bench.py, with the collection\'s own `Ledger`, `deliver` and '
+              f'`TemperstackClient` (an opener that answers 200 at once instead of a network): {scale.ledger_records:,} '
+              'records written one transaction each, half of them resolved and aged past the 90-day retention; '
+              f'{scale.ledger_samples:,} new alerts decided and recorded on it, then the same again (nothing to send), '
+              f'then their OKs; then {scale.writers} writer processes (fork+exec) start at the same moment on that '
+              f'ledger, each recording {scale.writer_distinct} alerts of its own, incrementing a shared counter alert '
+              f'{scale.writer_increments} times under `claim` (a read-modify-write: a lost update shows as a lower '
+              f'count), queuing {scale.writer_queued} outbox entries, and deciding one alert that all of them want to '
+              'send (it must be sent once). Last, the prune that forgets the aged half.',
+              '',
+              '## How to reproduce', '',
+              '```sh',
+              'make venv     # once: .venv with Python 3.13 and ansible-core 2.21',
+              'make bench    # about 20 minutes; rewrites docs/performance.md',
+              "make bench BENCH_ARGS='--cases 4'   # one case (1 = cases 1-3); the report then holds only that case",
+              'make bench-smoke   # one scaled-down iteration of each case (part of make test)',
+              '```',
+              '',
+              'Run it on an otherwise idle machine: other load widens the intervals (case 4 then needs more pairs) '
+              'and makes absolute times meaningless. The raw material stays in build/bench/: one log and one '
+              'timing file per ansible-playbook run, the generated playbooks and inventories, logs/ledger.json.',
+              '']
+    notes = _read(NOTES).strip()
+    if notes and not bench.smoke:
+        parts += [notes, '']
+    return '\n'.join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--smoke', action='store_true', help='one scaled-down iteration of each case, no targets')
+    parser.add_argument('--work', help='work directory (emptied first); default build/bench or build/bench-smoke')
+    parser.add_argument('--output', help='the report; default docs/performance.md (smoke: WORK/performance.md)')
+    parser.add_argument('--cases', default='1,4,5,6,7', help='comma-separated cases (1 runs cases 1-3)')
+    parser.add_argument('--strict', action='store_true', help='exit 1 when a target is missed or undecided')
+    parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                        help='change one scale setting, e.g. --set loop_rounds=8 (see Scale in this file)')
+    parser.add_argument('--collections', help='measure the temperstack.alerting under DIR/ansible_collections '
+                        'instead of staging the work tree (to compare a change against what it replaces)')
+    args = parser.parse_args(argv)
+    work = args.work or os.path.join(REPO, 'build', 'bench-smoke' if args.smoke else 'bench')
+    output = args.output or (os.path.join(work, 'performance.md') if args.smoke else
+                             os.path.join(REPO, 'docs', 'performance.md'))
+    cases = [case.strip() for case in args.cases.split(',') if case.strip()]
+    unknown = [case for case in cases if case not in CASES]
+    if unknown:
+        parser.error(f'unknown case(s) {", ".join(unknown)}; choose from {", ".join(CASES)}')
+
+    # SIGTERM unwinds like Ctrl-C, so that the stand-in and a running ansible-playbook are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    scale = SMOKE if args.smoke else FULL
+    for setting in args.set:
+        name, _sep, value = setting.partition('=')
+        if name not in Scale._fields:
+            parser.error(f'--set {setting}: no such setting; choose from {", ".join(Scale._fields)}')
+        scale = scale._replace(**{name: type(getattr(scale, name))(value)})
+    bench = Bench(scale, work, args.smoke, args.collections)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    clock = time.monotonic()
+    load_start = loadavg()
+    print(f'bench: {"smoke" if args.smoke else "full"} run, load average {load_start}, work directory {work}', flush=True)
+    figures: list[Figure] = []
+    context: list[list[str]] = []
+    try:
+        bench.setup()
+        sys.path.insert(0, bench.collections)
+        stand_in_check(bench, context)
+        for case in cases:
+            bench.loads[case] = loadavg()
+            print(f'bench: {CASES[case][0]} (load average {bench.loads[case]})', flush=True)
+            case_start = time.monotonic()
+            CASES[case][1](bench, figures, context)
+            print(f'bench: {CASES[case][0]} took {time.monotonic() - case_start:.0f} s', flush=True)
+    except BenchError as exc:
+        print(f'bench: FAILED: {exc}', file=sys.stderr)
+        return 2
+    finally:
+        bench.close()
+    text = report(bench, figures, context, started, time.monotonic() - clock, load_start, loadavg(), cases)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output + '.tmp', 'w', encoding='utf-8') as handle:
+        handle.write(text)
+    os.replace(output + '.tmp', output)
+    print()
+    print(table(['#', 'Figure', 'Measured', '95% CI of the median', 'Spread', 'n', 'Target', 'Result'],
+                [figure.row() for figure in figures]))
+    print(f'\nbench: report written to {output} ({(time.monotonic() - clock) / 60:.1f} minutes)')
+    if bench.smoke:
+        print('bench: smoke run: targets are not asserted')
+        return 0
+    failed = [figure for figure in figures if figure.verdict in ('MISSED', 'undecided')]
+    if failed and args.strict:
+        print(f'bench: {len(failed)} target(s) missed or undecided', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,327 @@
+#!/usr/bin/env python
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Write docs/reliability.md from the figures of a run of the fault suite (tests/faults).
+
+Usage: tools/reliability_report.py FIGURES.json OUTPUT.md
+
+`make faults` runs the long variant of the suite and then this script; every number in the page comes from
+that run's FIGURES.json (written by tests/faults/conftest.py), nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+FIXED = """\
+## Defects these tests found, and their fixes
+
+Each was fixed in `plugins/`, and each fix has a unit test that fails without it (named in parentheses).
+
+1. **A lone surrogate in any text made an invalid request, or a traceback.** Ansible decodes undecodable bytes
+   (a command's output, a file name, an environment variable) to lone surrogates. Sent as they were, they made a
+   body that is not UTF-8 (Temperstack answers 400, and the callback then drops the Alarm), and SQLite refused to
+   store them in the ledger (`Callback dispatch 'v2_playbook_on_stats' failed`, the alert lost). The long run's
+   random fuzz found two more ways in: a host name with undecodable bytes, stored in the outbox with the Alarm,
+   and an `api_key` given as bytes, which crashed the URL quoting. Fixes: the alert model replaces each lone
+   surrogate with U+FFFD (`valid_unicode` in `_alert.py`; `test_lone_surrogates_become_replacement_characters`,
+   `test_every_text_is_sent_as_valid_utf8`); the ledger stores its JSON as ASCII with escapes
+   (`test_host_names_with_undecodable_bytes_are_stored`); the connection options must be valid text, else an
+   error names them (`test_undecodable_bytes_in_connection_options_are_an_endpoint_error`).
+2. **`ledger_path` with a NUL or an unencodable character was a traceback** (ValueError from deep inside `os`
+   and `sqlite3`). Fix: `Ledger` checks the file name first and raises a `LedgerError` that names `ledger_path`
+   (`test_a_path_no_file_can_have_is_a_ledger_error`).
+3. **`timeout` too large for a socket was a traceback** (`timeout: 1000000000000` raised OverflowError in the
+   task). Fix: `timeout` must be at most 3600 s, checked with `retries` by `check_timeout`/`check_retries` in
+   `_client.py`, which the module and now the callback share (`test_check_timeout_rejects_what_a_socket_cannot_take`,
+   the `timeout` case of `test_bad_input_fails_before_any_request`).
+4. **The callback did not check its delivery settings.** `TEMPERSTACK_FLUSH_TIMEOUT=inf` or `nan` ended the run
+   with `Callback dispatch 'v2_playbook_on_stats' failed`; a negative `flush_timeout` produced a bogus "gave no
+   report" warning; `TEMPERSTACK_TIMEOUT=-1` left every alert queued without a word; `retries` was unbounded and
+   `max_error_chars` of 0 or less meant "no limit"; `TEMPERSTACK_TIMEOUT=1e400`, which ansible-core turns into an
+   integer of 400 digits, made the new check itself raise OverflowError (found by the long run). Fix: `timeout`, `retries`, `flush_timeout` (0 to 3600 s)
+   and `max_error_chars` (at least 1) are checked when the callback starts; a bad value disables it with one
+   warning that names the option (`test_delivery_settings_out_of_range_disable_with_one_warning`,
+   `test_check_timeout_takes_integers_too_large_for_a_float`).
+5. **An unexpected error in the delivery thread was swallowed**: the thread died and the run reported "1 queued"
+   and nothing about why. Fix: `OutboxSender` reports it as a delivery error, and the alerts stay queued
+   (`test_an_unexpected_error_is_reported_not_swallowed`).
+6. **URL credentials in a task's name reached the Alarm.** Error messages were masked, task names were not, and a
+   task named after a templated URL (`Clone {{ repo_url }}`) carried its password into the description. Fix: task
+   names are masked like messages (`test_url_credentials_in_a_task_name_are_masked_too`).
+7. **A TLS failure did not say why.** An expired certificate and an unknown CA both read
+   `failed (CERTIFICATE_VERIFY_FAILED)`. Fix: the message adds OpenSSL's reason, e.g.
+   `CERTIFICATE_VERIFY_FAILED: certificate has expired` (`test_tls_failure_says_why_the_certificate_was_refused`).
+8. **`timeout: .inf` (or `retries: -.inf`) was a traceback.** ansible-core's own conversion to an integer raises
+   OverflowError, which a task shows as "Unexpected failure during module execution", naming no option (found by
+   the long run's random fuzz). Fix: the action plugin turns it into `timeout must be a finite number (...)`
+   (the infinity cases of `test_wrong_option_types_rejected_by_the_argument_spec`).
+9. **A `ca_path` that is not a file read as a connection error**, retried four times as "the connection failed
+   ([Errno 2] No such file or directory)", naming nothing (found by the long run's random fuzz). Fix: `check_ca_path`
+   in `_client.py`, used by the module and the callback, fails before any request with `ca_path PATH is not a
+   file` (the `ca_path` cases of `test_bad_input_fails_before_any_request` and
+   `test_delivery_settings_out_of_range_disable_with_one_warning`).
+10. **A failure storm could not be delivered within `flush_timeout`.** The delivery process sent one request at a
+   time: 2,000 Alarms at 100 ms each need 200 s, and the default `flush_timeout` is 30 s, so most of the storm
+   was left for the next run. Fix: when more than 16 alerts wait and the first has got through, the delivery
+   process sends up to 16 at once per endpoint; the entries of one alert still go one after another in the order
+   they were queued, so an OK never overtakes its Alarm; after a failure no new delivery starts; an endpoint that
+   is down still gets one request, not sixteen; only the coordinating thread writes the ledger; a short queue
+   still goes strictly oldest first (`DELIVERY_WORKERS` and `deliver_queued(..., workers=)` in `_delivery.py`;
+   `test_parallel_delivery_is_bounded_faster_and_keeps_each_alerts_order` and four more). Within a backlog,
+   deliveries of different alerts start oldest first but may finish in another order.
+
+One limit remains outside the collection: ansible-core itself converts the callback's integer options before the
+callback sees them, and for `TEMPERSTACK_MAX_ERROR_CHARS=inf` (or `TEMPERSTACK_TIMEOUT=inf`) its conversion raises
+an OverflowError whose message does not name the option. ansible-playbook reports `Failed to load callback plugin
+'temperstack.alerting.playbook_alerts': cannot convert Infinity to integer` and runs on without the callback; the
+fuzz counts these cases separately.
+"""
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with open(argv[1], encoding='utf-8') as handle:
+        data = json.load(handle)
+    text = render(data)
+    with open(argv[2], 'w', encoding='utf-8') as handle:
+        handle.write(text)
+    print(f'{argv[2]} written from {argv[1]}')
+    return 0
+
+
+def cell(value: object) -> str:
+    text = '' if value is None else str(value)
+    return text.replace('|', '\\|').replace('\n', ' ')
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(' --- ' for _column in header) + '|']
+    lines += ['| ' + ' | '.join(cell(value) for value in row) + ' |' for row in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def trimmed(text: str, limit: int = 150) -> str:
+    text = ' '.join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + '...'
+
+
+def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-statements
+    machine, sections, outcome = data['machine'], data['sections'], data['outcome']
+    out = []
+    out.append('# Reliability: faults, crashes, concurrency, bad input, secrets and load\n')
+    out.append(
+        'What the collection does when things go wrong, measured. Every number on this page comes from one run of '
+        f"the fault suite (`tests/faults`, the {'long' if data['profile'] == 'full' else 'short'} variant) and was "
+        'written here by `tools/reliability_report.py`; do not edit it by hand. `make test` runs the short variant '
+        'of the same tests (fewer trials, cases and alerts) on every change, so each guarantee below is a test that '
+        'fails if it breaks.\n'
+    )
+    out.append('## The run\n')
+    out.append(table(['', ''], [
+        ['date', machine['date']],
+        ['revision', machine.get('revision') or '(not recorded)'],
+        ['machine', f"{machine['os']}, {machine['cpu']}, {machine['cores']} cores, {machine['memory']}"],
+        ['software', f"Python {machine['python']}, ansible-core {machine['ansible_core']}, SQLite {machine['sqlite']}, "
+                     f"{machine['openssl']}, Hypothesis {machine['hypothesis']}"],
+        ['profile', data['profile']],
+        ['result', f"{outcome.get('passed', 0)} tests passed, {outcome.get('failed', 0)} failed, "
+                   f"{outcome.get('skipped', 0)} skipped in {outcome.get('seconds')} s"],
+    ]))
+    out.append(
+        '\nReproduce it with `make faults` (about 15 minutes on this machine; it rewrites this page), or the short '
+        'variant with `make faults-quick` (about 3 minutes). Both run from a staged copy of the collection against the '
+        'Temperstack stand-in on 127.0.0.1 (`tests/stand_in`), with real `ansible-playbook` runs; nothing leaves the '
+        'machine. `FAULTS_WORK=/some/dir` keeps the work directory elsewhere, `FAULTS_ARGS=\'-k crash\'` picks tests.\n'
+    )
+
+    summary = []
+    matrix = sections.get('matrix', {})
+    if matrix:
+        summary.append(['1. faults', f"{len(matrix.get('module', []))} faults for the module, {len(matrix.get('callback', []))} "
+                        'for the callback, each a story of a faulty run and a healthy one',
+                        'every Alarm and OK reached Temperstack, in order, once; HTTP 400 dropped by design'])
+    crash = sections.get('crash', {})
+    if crash:
+        summary.append(['2. crashes', f"{crash['trials']} runs killed with SIGKILL at random points",
+                        f"ledger always opened; stories completed; {crash['duplicate_sends']} duplicate sends (at least once)"])
+    concurrency = sections.get('concurrency', {})
+    if concurrency:
+        summary.append(['3. concurrency', f"{concurrency['forks']} forks, one ledger, {len(concurrency['rounds'])} round(s) of raise/repeat/resolve",
+                        'no lost update, the shared alert sent once per change, no "database is locked"'])
+    fuzz = sections.get('fuzz', {})
+    if fuzz:
+        cases = sum(fuzz.get(name, {}).get('cases', 0) for name in ('module', 'callback_settings', 'task_errors'))
+        summary.append(['4. bad input', f'{cases} generated cases (Hypothesis)', 'valid payload or an error naming the option; no traceback'])
+    scan = sections.get('leak_scan', {})
+    if scan:
+        summary.append(['5. secrets', f"{scan['files']} files ({scan['bytes'] / 1e6:.1f} MB) from {scan['ansible_playbook_runs']} runs at -vvvv, "
+                        f"{scan['requests_checked']} requests", 'the key only in the request path'])
+    load = sections.get('load', {})
+    if load:
+        summary.append(['6. load', f"{load['alerts']} Alarms from one run, {int(load['latency_seconds'] * 1000)} ms per request",
+                        f"all delivered in {load['delivery_seconds']} s (flush_timeout {load['flush_timeout']:g} s); memory flat"])
+    out.append('\n## Summary\n')
+    out.append(table(['item', 'what was tried', 'result'], summary))
+
+    if matrix:
+        out.append('\n## 1. Fault matrix\n')
+        out.append(
+            'Each fault is a story at one endpoint. The first run meets the fault; a follow-up run finds the same URL '
+            'healthy (the stand-in started on the refused port, a valid certificate on the TLS port, an HTTP proxy that '
+            'reaches the name that does not resolve). The module raises an alert (`retries: 2`, `timeout: 1`), then the '
+            'follow-up raises it again and resolves it. The callback runs a failing play, then a green one '
+            '(`TEMPERSTACK_RETRIES=2`, `TEMPERSTACK_TIMEOUT=1`, `TEMPERSTACK_FLUSH_TIMEOUT=10`). "Attempts" are the '
+            'requests of the first run; "time" is that run\'s wall time, and "+" what it took beyond the same run '
+            f"against a healthy endpoint ({matrix.get('module_baseline_seconds')} s for the module, "
+            f"{matrix.get('callback_baseline_seconds')} s for the callback). \"In the end\" is what Temperstack had "
+            'received, in order, once both runs were over.\n'
+        )
+        for surface in ('module', 'callback'):
+            rows = []
+            for row in matrix.get(surface, []):
+                rows.append([row['fault'], row['outcome'], row['attempts'], f"{row['seconds']:.1f} s (+{row['extra_seconds']:.1f})",
+                             ', '.join(row['delivered_in_the_end']) or 'nothing', trimmed(row['message']) or '-'])
+            out.append(f'\n### {"The alert module" if surface == "module" else "The playbook_alerts callback"}\n')
+            out.append(table(['fault', 'outcome', 'attempts', 'time', 'in the end', 'message'], rows))
+        out.append(
+            '\nThe callback never changed an exit code (2 for the failing run, 0 for the green one in every case) and no '
+            'task waited on Temperstack: its first run took at most about `timeout` x attempts beyond a healthy one, far '
+            'inside `flush_timeout`. HTTP 400 is the one alert that is not kept: Temperstack refuses that body and would '
+            'refuse it every time, so the callback drops it with a warning instead of letting it block every later alert '
+            '(the module fails the task, and its ledger is unchanged, so the next run sends again).\n'
+        )
+
+    if crash:
+        out.append('\n## 2. Crash safety\n')
+        out.append(
+            f"{crash['trials']} trials. Each starts a run in which two of three plays fail (the stand-in answers every "
+            f"request after 150 ms, so deliveries are in flight), and kills it with SIGKILL at a random moment of its "
+            f"life (an undisturbed run takes {crash['run_seconds']} s). Half the time only ansible-playbook dies (its "
+            'delivery process lives on, as when a terminal is closed), half the time every process it started dies with '
+            'it. Then the ledger is opened (SQLite integrity check, and by the collection, which must not warn), and the '
+            'same failing run and a green run follow. Every trial must end with Temperstack holding, per alert, the Alarm '
+            'and then the OK: an OK never first, an Alarm at most twice, the OK exactly once.\n'
+        )
+        rows = [[name, count] for name, count in sorted(crash['kills'].items()) if name != 'trials']
+        rows += [[f'killed during: {name}', count] for name, count in sorted(crash['phases'].items())]
+        rows += [['duplicate sends (a 200 whose record the kill prevented, sent again)', crash['duplicate_sends']]]
+        out.append(table(['', 'trials'], rows))
+        out.append('\nEvery trial passed: the ledger always opened, with no warning and no traceback, and every story completed.\n')
+
+    if concurrency:
+        out.append('\n## 3. Concurrency\n')
+        out.append(
+            f"One run of {concurrency['forks']} hosts with `forks: {concurrency['forks']}` through one ledger, the stand-in "
+            'answering each request after 300 ms so that the forks overlap. Every host raises an alert of its own and the '
+            'same shared alert (same `alert_id`, same payload); then the same run again; then every alert is resolved.\n'
+        )
+        rows = []
+        for number, rounds in enumerate(concurrency['rounds'], 1):
+            for step in ('raise', 'repeat', 'resolve'):
+                figures = rounds[step]
+                rows.append([number, step, figures['requests'], figures['peak_concurrent_requests'], f"{figures['seconds']:.1f} s"])
+        out.append(table(['round', 'run', 'requests at Temperstack', 'most at once', 'time'], rows))
+        out.append(
+            f"\nEach raise and resolve sent exactly {concurrency['forks'] + 1} requests: one per host's own alert and one, "
+            'from a single fork, for the shared alert; the ledger then held all of them (no lost update); the repeat sent '
+            'nothing; no task failed and no output mentioned a locked database.\n'
+        )
+
+    if fuzz:
+        out.append('\n## 4. Bad input (Hypothesis)\n')
+        out.append(
+            'Each generated input must yield a request whose body the stand-in accepts (its own contract check, run on '
+            'every body) or a clear error that names the option: never a traceback, never a request with an invalid '
+            'body, never the key in a message. Values: unicode of every plane, lone surrogates, control characters, '
+            'strings of up to 70,000 characters, numbers (NaN, infinities, 10^30), booleans, lists and dictionaries '
+            'nested, bytes, and template-looking strings.\n'
+        )
+        rows = []
+        labels = {
+            'module': 'the alert module: every option, through the action plugin\'s own argument handling',
+            'callback_settings': 'the callback: its settings, from the environment, through ansible\'s configuration',
+            'task_errors': 'the callback: task results of any shape (msg, stderr, loop results, no_log) and names',
+        }
+        for name, label in labels.items():
+            counts = dict(fuzz.get(name, {}))
+            if not counts:
+                continue
+            cases = counts.pop('cases', 0)
+            rows.append([label, cases, '; '.join(f'{key}: {value}' for key, value in sorted(counts.items()))])
+        out.append(table(['target', 'cases', 'how they ended'], rows))
+        errors = fuzz.get('module_errors_by_option')
+        if errors:
+            out.append('\nThe module\'s errors named: ' + ', '.join(f'`{k}` {v}' for k, v in sorted(errors.items())) + '.\n')
+        limits = fuzz.get('limits')
+        if limits:
+            out.append(
+                '\nThe largest alert the module accepts (every field at 65,536 characters of the costliest kind) is still a '
+                'valid body: ' + ', '.join(f"{item['char']}: {item['bytes']:,} bytes" for item in limits) + ' (the stand-in '
+                'takes up to 4 MiB).\n'
+            )
+
+    secrets = sections.get('secrets', {})
+    if scan or secrets:
+        out.append('\n## 5. Secrets\n')
+    if scan:
+        out.append(
+            f"Every scenario of the suite used one distinctive key and ran ansible-playbook at `-vvvv`. Afterwards "
+            f"{scan['files']} files ({scan['bytes']:,} bytes: the output of {scan['ansible_playbook_runs']} runs, every "
+            'ledger with its -wal and -shm files, HOME, TMPDIR, ANSIBLE_LOCAL_TEMP and ANSIBLE_REMOTE_TEMP with module '
+            'files kept, the stand-ins\' request logs) were searched for the key as text, URL-encoded, JSON-escaped and '
+            f"base64: found in {len(scan['files_with_the_key'])} files. Of the {scan['requests_checked']} requests the "
+            f"stand-ins recorded, {scan['requests_with_the_key_in_the_path']} carried the key in their path, where "
+            f"Temperstack expects it, and {scan['requests_with_the_key_elsewhere']} anywhere else (body, headers).\n"
+        )
+    if secrets:
+        if 'masked_description' in secrets:
+            out.append(
+                f"\nURL credentials in task errors ({secrets['url_credentials_masked']} kinds: a password in a git URL in "
+                'the message and in the task\'s name, an FTP URL, another Temperstack webhook key) are masked before they '
+                'reach the Alarm, which read:\n\n```\n' + secrets['masked_description'] + '\n```\n'
+            )
+        if 'modes_under_umask_000' in secrets:
+            out.append('\nUnder `umask 000`, the ledger and the directories the collection made for it:\n\n')
+            out.append(table(['path', 'mode'], [[name, bits] for name, bits in secrets['modes_under_umask_000'].items()]))
+
+    if load:
+        out.append('\n## 6. Load\n')
+        memory = load['memory_kib']
+        out.append(
+            f"One run fails on {load['alerts']} hosts with `scope: host`, so the callback queues {load['alerts']} Alarms at "
+            f"once when the run ends; the stand-in answers every request after {int(load['latency_seconds'] * 1000)} ms; "
+            f"the callback keeps its defaults (`flush_timeout` {load['flush_timeout']:g} s).\n"
+        )
+        out.append(table(['', ''], [
+            ['ansible-playbook without the callback', f"{load['run_seconds_without_callback']} s"],
+            ['ansible-playbook with the callback', f"{load['run_seconds']} s"],
+            ['from the first request to the last', f"{load['delivery_seconds']} s ({load['requests_per_second']} requests/s, "
+                                                   f"at most {load['peak_concurrent_requests']} at once)"],
+            ['end-of-run wait (first request to exit; bound: flush_timeout + 2 s)', f"{load['end_of_run_wait_seconds']} s"],
+            ['delivered', f"{load['alerts']} of {load['alerts']}, each once; outbox empty"],
+            ['delivery process memory while sending (after the first quarter)',
+             f"{memory['delivery process: while sending, least'] / 1024:.1f} to "
+             f"{memory['delivery process: while sending, most'] / 1024:.1f} MiB (peak {(memory['delivery process: peak (VmHWM)'] or 0) / 1024:.1f} MiB)"],
+            ['ansible-playbook memory while sending', f"{memory['ansible-playbook: while sending, least'] / 1024:.1f} to "
+             f"{memory['ansible-playbook: while sending, most'] / 1024:.1f} MiB (peak {(memory['ansible-playbook: peak (VmHWM)'] or 0) / 1024:.1f} MiB)"],
+        ]))
+        series = load.get('delivery_memory_series_kib')
+        if series:
+            out.append('\nDelivery process memory around the storm (seconds from the first request: MiB): '
+                       + ', '.join(f'{when:g}: {rss / 1024:.1f}' for when, rss in series) + '.\n')
+        out.append(
+            '\nBefore this issue the delivery process sent one request at a time: 2,000 requests at 100 ms need 200 s, '
+            'far beyond the 30 s flush_timeout, so most of such a storm waited for the next run (defect 10 below).\n'
+        )
+
+    out.append('\n' + FIXED)
+    return '\n'.join(part.rstrip('\n') + '\n' for part in out).replace('\n\n\n', '\n\n')
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
