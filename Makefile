@@ -211,7 +211,7 @@ stand-in-tests: venv $(STAGE_DEP)
 # temperstack/alerting, so its ansible-playbook runs and imports find the
 # collection under test). Everything it writes (outputs, ledgers, temp files,
 # all scanned for the key at the end) goes to FAULTS_WORK/work-<profile>, its
-# figures to FAULTS_WORK/figures-<profile>.json. `faults` (about 15 minutes)
+# figures to FAULTS_WORK/figures-<profile>.json. `faults` (about 25 minutes)
 # then rewrites docs/reliability.md from its figures.
 FAULTS_WORK ?= $(REPO_ROOT)/build/faults
 FAULTS_ARGS ?=

@@ -133,8 +133,8 @@ def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-state
                    f"{outcome.get('skipped', 0)} skipped in {outcome.get('seconds')} s"],
     ]))
     out.append(
-        '\nReproduce it with `make faults` (about 15 minutes on this machine; it rewrites this page), or the short '
-        'variant with `make faults-quick` (about 3 minutes). Both run from a staged copy of the collection against the '
+        '\nReproduce it with `make faults` (about 25 minutes on this machine; it rewrites this page), or the short '
+        'variant with `make faults-quick` (about 2 minutes). Both run from a staged copy of the collection against the '
         'Temperstack stand-in on 127.0.0.1 (`tests/stand_in`), with real `ansible-playbook` runs; nothing leaves the '
         'machine. `FAULTS_WORK=/some/dir` keeps the work directory elsewhere, `FAULTS_ARGS=\'-k crash\'` picks tests.\n'
     )
