@@ -28,7 +28,7 @@
 #                     against the stand-in
 #   make galaxy-importer  build, then galaxy-importer on the tarball (offline)
 #   make demo         build + install the tarball, run examples/ against a stand-in
-#   make bench        benchmarks (tools/bench/, about 20 minutes on an idle machine):
+#   make bench        benchmarks (tools/bench/, about 10 minutes on an idle machine):
 #                     writes docs/performance.md; BENCH_ARGS='--cases 4' for one case
 #   make bench-smoke  one scaled-down iteration of every benchmark case (in test)
 #   make clean        remove venvs, build output and caches

@@ -17,13 +17,12 @@ import random
 import socket
 import ssl
 import time
+import types
 import typing as t
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 
 from ansible.module_utils.ansible_release import __version__ as ansible_version
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import Request, SSLValidationError, make_context
 
 from ._alert import AlertValidationError
 from ._endpoint import Endpoint
@@ -99,6 +98,15 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+def _urls() -> types.ModuleType:
+    # Imported when the first request is made, not with this module: the callback imports the client into
+    # ansible-playbook itself, which never sends (its delivery process does), and there
+    # ansible.module_utils.urls would cost every run about 20 ms and 2 MB for nothing.
+    from ansible.module_utils import urls
+
+    return urls
+
+
 def open_webhook(url: str, *, method: str, **kwargs: t.Any) -> t.Any:
     """``open_url`` with a TLS context built once per process instead of once per request.
 
@@ -106,7 +114,7 @@ def open_webhook(url: str, *, method: str, **kwargs: t.Any) -> t.Any:
     about 40 ms per request. Everything else is ``open_url``'s own behaviour (proxies, CA paths, redirects).
     """
     context = _tls_context(url.lower().startswith('https:'), kwargs['validate_certs'], kwargs.get('ca_path'))
-    return Request().open(method, url, context=context, **kwargs)
+    return _urls().Request().open(method, url, context=context, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,7 +122,7 @@ def _tls_context(https: bool, validate_certs: bool, ca_path: str | None) -> ssl.
     if not https:
         # Never used for http://, but Request would otherwise build a full one.
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return make_context(cafile=ca_path, validate_certs=validate_certs)
+    return _urls().make_context(cafile=ca_path, validate_certs=validate_certs)
 
 
 class TemperstackClient:
@@ -200,9 +208,9 @@ class TemperstackClient:
             raise _Retryable(f'no answer within the {self.timeout:g} s timeout') from None
         except URLError as exc:
             raise self._url_error(exc) from None
-        except (ssl.SSLError, SSLValidationError) as exc:
+        except (ssl.SSLError, _urls().SSLValidationError) as exc:
             raise DeliveryError(self._tls_message(exc), None, 0) from None
-        except (HTTPException, UrlsConnectionError, OSError) as exc:
+        except (HTTPException, _urls().ConnectionError, OSError) as exc:
             raise _Retryable(f'the connection failed ({self._describe(exc)})') from None
 
     def _http_error(self, exc: HTTPError) -> Exception:

@@ -54,12 +54,15 @@ class Scale(t.NamedTuple):
     uri_rounds: int = 4
     green_hosts: int = 100
     green_tasks: int = 10
-    green_min_pairs: int = 12
-    green_max_pairs: int = 40
+    green_min_pairs: int = 16
+    green_max_pairs: int = 60
+    fixed_pairs: int = 20
     storm_hosts: int = 500
-    storm_pairs: int = 3
-    dead_timeout: int = 2
-    dead_retries: int = 2
+    storm_pairs: int = 5
+    # Three retries: the bound counts the longest backoff, and the more retries, the less likely their random
+    # jitter all lands next to its maximum (which would leave no room for the few milliseconds of overhead).
+    dead_timeout: int = 1
+    dead_retries: int = 3
     dead_flush: float = 5.0
     dead_pairs: int = 3
     ledger_records: int = 100_000
@@ -72,7 +75,7 @@ class Scale(t.NamedTuple):
 
 FULL = Scale()
 SMOKE = Scale(
-    loop_items=5, loop_rounds=1, uri_rounds=1, green_hosts=5, green_tasks=2, green_min_pairs=1, green_max_pairs=1,
+    loop_items=5, loop_rounds=1, uri_rounds=1, green_hosts=5, green_tasks=2, green_min_pairs=1, green_max_pairs=1, fixed_pairs=1,
     storm_hosts=20, storm_pairs=1, dead_timeout=1, dead_retries=1, dead_flush=1.0, dead_pairs=1,
     ledger_records=2000, ledger_samples=100, writers=3, writer_distinct=20, writer_increments=5, writer_queued=5,
 )
@@ -212,7 +215,7 @@ class TreeSampler(threading.Thread):
     of the callback's delivery process (a separate fork+exec'd Python), when there is one.
     """
 
-    def __init__(self, root: int, interval: float = 0.05) -> None:
+    def __init__(self, root: int, interval: float = 0.02) -> None:
         super().__init__(name='tree-sampler', daemon=True)
         self.root = root
         self.interval = interval
@@ -514,7 +517,7 @@ def case_loops(bench: Bench, figures: list[Figure], context: list[list[str]]) ->
             if arm == 'module':
                 cpu = bench.stand_in_cpu()
                 first = bench.run('loop-module-first', playbooks['module'], inventory, env, args=extra)
-                stand_in_cpu.append((bench.stand_in_cpu() - cpu) / items)
+                stand_in_cpu.append(bench.stand_in_cpu() - cpu)
                 _expect_delivered(bench, items, 'module, first sends')
                 bench.reset()
                 repeat = bench.run('loop-module-repeat', playbooks['module'], inventory, env, args=extra)
@@ -551,10 +554,12 @@ def case_loops(bench: Bench, figures: list[Figure], context: list[list[str]]) ->
     figures.append(Figure('3', 'Repeat run ÷ ansible.builtin.debug loop', ratios('repeat', 'debug'), 'x', 1.2,
                           note=note))
     extra_cpu = {name: 1000 * (median(cpus[name]) - median(cpus['debug'])) / items for name in ('first', 'repeat')}
-    context.append(['1–3: CPU per item above the debug loop', f'first sends {extra_cpu["first"]:.3f} ms, repeat run '
-                    f'{extra_cpu["repeat"]:.3f} ms (user + system time of ansible-playbook and its workers, '
-                    'difference of the medians)', f'the stand-in: {1000 * median(stand_in_cpu):.3f} ms of CPU per POST, '
-                    'on the same two cores', f'debug itself: {1000 * median(times["debug"]) / items:.3f} ms per item'])
+    context.append(['1–3: CPU time above the debug run, per item', f'first sends {extra_cpu["first"]:.3f} ms, repeat run '
+                    f'{extra_cpu["repeat"]:.3f} ms (user + system time of ansible-playbook and its workers, difference of '
+                    'the medians; includes once per run the import of the collection\'s client, which the task times '
+                    'do not)', f'the stand-in: {1000 * sum(stand_in_cpu) / (items * len(stand_in_cpu)):.3f} ms of CPU '
+                    'per POST (all first-send runs), on the same two cores',
+                    f'debug itself: {1000 * median(times["debug"]) / items:.3f} ms per item'])
     for name, label in (('first', 'alert module, first sends'), ('repeat', 'alert module, repeat run'),
                         ('uri', 'ansible.builtin.uri, same POSTs'), ('debug', 'ansible.builtin.debug')):
         if not times[name]:
@@ -632,6 +637,36 @@ def case_green(bench: Bench, figures: list[Figure], context: list[list[str]]) ->
                     f'{median(walls["plain"]):.2f} s without the callback',
                     f'{median(walls["callback"]):.2f} s with it',
                     f'CPU {median(cpus["plain"]):.2f} s / {median(cpus["callback"]):.2f} s'])
+    fixed_cost(bench, with_callback, without, median(walls['plain']), context)
+
+
+def fixed_cost(bench: Bench, with_callback: dict[str, str], without: dict[str, str], green_wall: float,
+               context: list[list[str]]) -> None:
+    """What the callback costs a run regardless of its size: a one-task play, with and without it.
+
+    Less noisy than the green run's ratio, because each run is short: it shows how much of that ratio is the
+    callback's (loading, set-up, the end of the run) and how much is the machine's noise.
+    """
+    playbook = bench.write('fixed.yml', play('fixed', 'bench', '    - name: one task\n      ansible.builtin.debug:\n'
+                                             '        msg: one task\n'))
+    inventory = bench.inventory('local.ini', None)
+    walls: list[float] = []
+    cpus: list[float] = []
+    rss: list[float] = []
+    for number in range(bench.scale.fixed_pairs):
+        runs = {}
+        for arm in (('callback', 'plain') if number % 2 == 0 else ('plain', 'callback')):
+            runs[arm] = bench.run(f'fixed-{arm}', playbook, inventory, with_callback if arm == 'callback' else without,
+                                  memory=True)
+        walls.append(runs['callback'].wall - runs['plain'].wall)
+        cpus.append(runs['callback'].cpu - runs['plain'].cpu)
+        rss.append((runs['callback'].memory['main_hwm_kb'] - runs['plain'].memory['main_hwm_kb']) / 1024)
+    added = median(walls)
+    context.append(['4: what the callback adds to any run (a one-task play)',
+                    f'{1000 * added:.0f} ms wall, {1000 * median(cpus):.0f} ms CPU (medians of '
+                    f'{bench.scale.fixed_pairs} interleaved pairs)',
+                    f'ansible-playbook peak RSS +{median(rss):.1f} MB',
+                    f'{100 * added / green_wall:.1f} % of the green run without the callback'])
 
 
 def case_storm(bench: Bench, figures: list[Figure], context: list[list[str]]) -> None:
@@ -680,8 +715,9 @@ def case_storm(bench: Bench, figures: list[Figure], context: list[list[str]]) ->
     figures.append(Figure('5', 'Failure storm: last task → end of run', lags['callback'], 's', 5.0, basis='every',
                           note='last host result (bench_timing callback) to the exit of ansible-playbook'))
     figures.append(Figure('5', 'Failure storm: peak memory above the run without the callback', pss_delta, 'MB', 30.0,
-                          basis='every', note='peak of the summed PSS of ansible-playbook and all its descendants, '
-                          'sampled every 50 ms, minus the same for the run without the callback'))
+                          note='per pair: the peak of the summed PSS of ansible-playbook and all its descendants, '
+                          'sampled every 20 ms, minus the same for the run without the callback; the median of the pairs, '
+                          'because the peak of either run moves by ±10 MB with what the task workers hold at the moment'))
     context.append([f'5: failure storm, {hosts} hosts', f'last task → end {median(lags["plain"]):.2f} s without the '
                     f'callback, {median(lags["callback"]):.2f} s with it',
                     f'whole run {median(walls["plain"]):.2f} s / {median(walls["callback"]):.2f} s',
@@ -895,6 +931,36 @@ def stand_in_check(bench: Bench, context: list[list[str]]) -> None:
                     'one write per response, TCP_NODELAY: no stall (a Nagle/delayed-ACK stall costs ≥ 40 ms)'])
 
 
+def client_check(bench: Bench, context: list[list[str]]) -> None:
+    """One POST through ansible-core's open_url as shipped (a new TLS context per call) and through open_webhook."""
+    from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (  # pylint: disable=import-outside-toplevel
+        open_webhook,
+    )
+    url = bench.webhook('bench-client')
+    options = {
+        'data': json.dumps({'alert_name': 'probe', 'status': 'Alarm'}).encode('utf-8'),
+        'headers': {'Content-Type': 'application/json'}, 'http_agent': 'bench', 'timeout': 10,
+        'validate_certs': True, 'ca_path': None, 'follow_redirects': 'none', 'use_proxy': False, 'use_netrc': False,
+    }
+
+    def post(opener: t.Callable[..., t.Any]) -> float:
+        start = time.perf_counter()
+        with opener(url, method='POST', **options) as response:
+            response.read()
+        return time.perf_counter() - start
+
+    samples = 5 if bench.smoke else 40
+    results = {}
+    for name, opener in (('open_url', open_url), ('open_webhook', open_webhook)):
+        post(opener)
+        results[name] = 1000 * median([post(opener) for _sample in range(samples)])
+    bench.reset()
+    context.append(['one POST to the stand-in, in one process', f'`open_url` as ansible-core ships it: '
+                    f'{results["open_url"]:.2f} ms (it builds a TLS context, loading the CA store, on every call)',
+                    f'`open_webhook` (one TLS context per process): {results["open_webhook"]:.2f} ms', ''])
+
+
 CASES: dict[str, tuple[str, t.Callable[[Bench, list[Figure], list[list[str]]], None]]] = {
     '1': ('module, uri and debug loops (cases 1-3)', case_loops),
     '4': ('callback overhead on a green run', case_green),
@@ -951,7 +1017,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def report(bench: Bench, figures: list[Figure], context: list[list[str]], started: datetime.datetime,
            seconds: float, load_start: str, load_end: str, cases: list[str]) -> str:
-    mode = 'smoke run (one scaled-down iteration per case; targets not asserted)' if bench.smoke else 'full run'
+    mode = 'a smoke run: one scaled-down iteration per case, targets not asserted' if bench.smoke else 'a full run'
     scale = bench.scale
     parts = [
         '# Performance',
@@ -974,7 +1040,13 @@ def report(bench: Bench, figures: list[Figure], context: list[list[str]], starte
         'What each figure is:',
         '',
     ]
-    parts.extend(f'- **{figure.case}. {figure.name}**: {figure.note}.' for figure in figures if figure.note)
+    grouped: dict[str, list[Figure]] = {}
+    for figure in figures:
+        if figure.note:
+            grouped.setdefault(figure.note, []).append(figure)
+    for note, members in grouped.items():
+        names = '; '.join(f'{figure.case}. {figure.name}' for figure in members)
+        parts.append(f'- **{names}**: {note}.')
     parts += ['', '## Context (absolute times of this run)', '',
               table(['What', 'Measured', '', ''], context), '',
               '## Machine', '',
@@ -1007,7 +1079,7 @@ def report(bench: Bench, figures: list[Figure], context: list[list[str]], starte
               f'median ratio lies entirely on one side of {GREEN_RATIO_LIMIT} (at least {scale.green_min_pairs}, at '
               f'most {scale.green_max_pairs} pairs). The stand-in must receive nothing.',
               f'- **5.** {scale.storm_hosts} hosts that all fail one task; callback with `scope: host`, a fresh ledger '
-              'per run, default timeout, retries and flush_timeout. Memory: the harness samples every 50 ms the '
+              'per run, default timeout, retries and flush_timeout. Memory: the harness samples every 20 ms the '
               'proportional set size (PSS, /proc/PID/smaps_rollup) of ansible-playbook and all its descendants (task '
               'workers, the callback\'s delivery process) and keeps the highest sum; the figure is that peak minus the '
               'peak of the same run without the callback. PSS, not RSS: the workers are forks sharing most of their '
@@ -1032,7 +1104,7 @@ def report(bench: Bench, figures: list[Figure], context: list[list[str]], starte
               '## How to reproduce', '',
               '```sh',
               'make venv     # once: .venv with Python 3.13 and ansible-core 2.21',
-              'make bench    # about 20 minutes; rewrites docs/performance.md',
+              'make bench    # about 10 minutes on a quiet machine, up to 30 on a busy one; rewrites docs/performance.md',
               "make bench BENCH_ARGS='--cases 4'   # one case (1 = cases 1-3); the report then holds only that case",
               'make bench-smoke   # one scaled-down iteration of each case (part of make test)',
               '```',
@@ -1086,6 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.setup()
         sys.path.insert(0, bench.collections)
         stand_in_check(bench, context)
+        client_check(bench, context)
         for case in cases:
             bench.loads[case] = loadavg()
             print(f'bench: {CASES[case][0]} (load average {bench.loads[case]})', flush=True)
