@@ -13,9 +13,6 @@ the integration target playbook_alerts.
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 import types
 import typing as t
 
@@ -901,19 +898,3 @@ def test_delivery_settings_out_of_range_disable_with_one_warning(run, temperstac
     assert named in r.display.warnings[0]
     assert temperstack.processes == []
 
-
-def test_loading_the_callback_leaves_the_http_stack_to_the_delivery_process():
-    # ansible-playbook itself never sends; importing ansible.module_utils.urls there cost every run with the
-    # callback about 20 ms and 2 MB (tools/bench/notes.md). A fresh interpreter, because this one has long
-    # imported it for other tests.
-    probe = (
-        'import sys\n'
-        'import ansible.cli.playbook\n'
-        'import ansible_collections.temperstack.alerting.plugins.callback.playbook_alerts\n'
-        'print("ansible.module_utils.urls" in sys.modules)\n'
-    )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, sys.path)))
-    result = subprocess.run([sys.executable, '-c', probe], env=env, capture_output=True, text=True, check=False)
-
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == 'False'

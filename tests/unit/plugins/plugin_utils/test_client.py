@@ -7,10 +7,13 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
+import os
 import pathlib
 import random
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from urllib.error import HTTPError, URLError
 
@@ -431,3 +434,25 @@ def test_check_timeout_takes_integers_too_large_for_a_float():
     # 400 digits; math.isnan() on it raised OverflowError, so the callback failed instead of naming the option.
     with pytest.raises(AlertValidationError, match='^timeout must be at most 3600 seconds'):
         check_timeout(10 ** 400)
+
+
+@pytest.mark.parametrize('plugin, loads_urls', [
+    # ansible-playbook never sends for the callback (its delivery process does): no urls there.
+    ('callback.playbook_alerts', False),
+    # ansible-playbook loads the action plugin before it forks a worker per task and host: loading urls with it
+    # spares every worker the import (some 20 ms) on its first request.
+    ('action.alert', True),
+])
+def test_which_plugins_load_the_http_stack(plugin, loads_urls):
+    # A fresh interpreter, because this one has long imported ansible.module_utils.urls for other tests.
+    probe = (
+        'import sys\n'
+        'import ansible.cli.playbook\n'
+        f'import ansible_collections.temperstack.alerting.plugins.{plugin}\n'
+        'print("ansible.module_utils.urls" in sys.modules)\n'
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, sys.path)))
+    result = subprocess.run([sys.executable, '-c', probe], env=env, capture_output=True, text=True, check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(loads_urls)
