@@ -897,4 +897,3 @@ def test_delivery_settings_out_of_range_disable_with_one_warning(run, temperstac
     assert len(r.display.warnings) == 1
     assert named in r.display.warnings[0]
     assert temperstack.processes == []
-
