@@ -49,6 +49,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils import _clien
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import FlushReport
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import NO_LOG_MESSAGE
+from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeDisplay, FakeResponse
 
 from faultlib import CALLBACK, FULL, SECRET_KEY, contract_violations, pick
 
@@ -127,23 +128,6 @@ def tls_material(directory: str) -> t.Iterator[dict[str, str]]:
 
 # -- the module --------------------------------------------------------------------------------------------
 
-class FakeResponse:
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self._body = io.BytesIO(b'{"status": "success"}')
-
-    def getcode(self) -> int:
-        return self.status
-
-    def read(self, size: int = -1) -> bytes:
-        return self._body.read(size)
-
-    def __enter__(self) -> FakeResponse:
-        return self
-
-    def __exit__(self, *exc_info: t.Any) -> None:
-        return None
-
 
 class ContractOpener:
     """open_url for the fuzz: builds the real TLS context, checks the body as the stand-in would, answers 200."""
@@ -163,7 +147,7 @@ class ContractOpener:
         if errors:
             self.violations.append(errors)
             raise HTTPError(url, 400, 'Bad Request', http.client.HTTPMessage(), io.BytesIO(json.dumps(errors).encode()))
-        return FakeResponse()
+        return FakeResponse(body=b'{"status": "success"}')
 
 
 def run_action(args: dict[str, t.Any], opener: ContractOpener, check_mode: bool, diff: bool) -> dict[str, t.Any]:
@@ -314,22 +298,6 @@ def test_module_options(work_dir, monkeypatch, figures):
 
 
 # -- the callback's settings ----------------------------------------------------------------------------------
-
-class FakeDisplay:
-    verbosity = 0
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.warnings: list[str] = []
-
-    def display(self, msg, *args, **kwargs):
-        self.lines.append(msg)
-
-    def warning(self, msg, *args, **kwargs):
-        self.warnings.append(msg)
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
 
 
 class ContractDelivery:

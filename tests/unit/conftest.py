@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import ENV_VARS, resolve_endpoint
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import LEDGER_PATH_ENV
+from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeResponse
 
 # Deterministic and quiet: the same examples on every run, no example database written into the tree.
 settings.register_profile(
@@ -101,27 +102,6 @@ def fork_context():
     if 'fork' not in multiprocessing.get_all_start_methods():
         pytest.skip('these tests need the fork start method')
     return multiprocessing.get_context('fork')
-
-
-class FakeResponse:
-    """Enough of http.client.HTTPResponse for the client: a status, a body and a context manager."""
-
-    def __init__(self, status: int = 200, body: bytes = b'{"result":"ok"}') -> None:
-        self.status = status
-        self._body = io.BytesIO(body)
-        self.closed = False
-
-    def getcode(self) -> int:
-        return self.status
-
-    def read(self, size: int = -1) -> bytes:
-        return self._body.read(size)
-
-    def __enter__(self) -> FakeResponse:
-        return self
-
-    def __exit__(self, *exc_info: t.Any) -> None:
-        self.closed = True
 
 
 class OpenerCall(t.NamedTuple):

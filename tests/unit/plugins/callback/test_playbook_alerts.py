@@ -26,6 +26,7 @@ from ansible_collections.temperstack.alerting.plugins.callback import playbook_a
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import FlushReport
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import NO_LOG_MESSAGE
+from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeDisplay
 
 API_KEY = 'tsk-CALLBACK-CANARY-91c3e5'
 BASE_URL = 'https://alerts.example.com'
@@ -59,23 +60,6 @@ DEFAULT_CLIARGS: dict[str, t.Any] = {
     'step': False,
     'subset': None,
 }
-
-
-class FakeDisplay:
-    verbosity = 0
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.warnings: list[str] = []
-
-    def display(self, msg, *args, **kwargs):
-        self.lines.append(msg)
-
-    def warning(self, msg, *args, **kwargs):
-        self.warnings.append(msg)
-
-    def __getattr__(self, name):  # v, vv, vvvv, debug, ...
-        return lambda *args, **kwargs: None
 
 
 class Temperstack:
