@@ -128,22 +128,23 @@ venv: $(VENV_STAMP) $(VENV_2_19_STAMP) $(VENV_LINT_STAMP)
 
 need_python = @if [[ ! -x "$(1)" ]]; then echo "Python $(2) not found: set PYTHON$(subst .,,$(2))=/path/to/python$(2)" >&2; exit 1; fi
 
-# The stamp depends on the requirement files: editing a pin rebuilds the venv.
+# $(1): the venv, $(2): its Python, $(3): the requirement files to install.
+define new_venv
+rm -rf $(1)
+$(2) -m venv $(1)
+$(1)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(3))
+endef
+
+# Each stamp depends on its requirement files: editing a pin rebuilds the venv.
 $(VENV_STAMP): requirements-test.txt requirements-core-2.21.txt
 	$(call need_python,$(PYTHON313),3.13)
-	rm -rf $(VENV)
-	$(PYTHON313) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-		-r requirements-test.txt -r requirements-core-2.21.txt
+	$(call new_venv,$(VENV),$(PYTHON313),$^)
 	$(VENV)/bin/ansible --version | sed -n 1p
 	touch $@
 
 $(VENV_2_19_STAMP): requirements-test.txt requirements-core-2.19.txt
 	$(call need_python,$(PYTHON311),3.11)
-	rm -rf $(VENV_2_19)
-	$(PYTHON311) -m venv $(VENV_2_19)
-	$(VENV_2_19)/bin/python -m pip install --quiet --disable-pip-version-check \
-		-r requirements-test.txt -r requirements-core-2.19.txt
+	$(call new_venv,$(VENV_2_19),$(PYTHON311),$^)
 	$(VENV_2_19)/bin/ansible --version | sed -n 1p
 	touch $@
 
@@ -151,10 +152,7 @@ $(VENV_2_19_STAMP): requirements-test.txt requirements-core-2.19.txt
 # the importer see the collection as the tests do.
 $(VENV_LINT_STAMP): requirements-lint.txt requirements-core-2.21.txt
 	$(call need_python,$(PYTHON313),3.13)
-	rm -rf $(VENV_LINT)
-	$(PYTHON313) -m venv $(VENV_LINT)
-	$(VENV_LINT)/bin/python -m pip install --quiet --disable-pip-version-check \
-		-r requirements-lint.txt -r requirements-core-2.21.txt
+	$(call new_venv,$(VENV_LINT),$(PYTHON313),$^)
 	PATH="$(VENV_LINT)/bin:$$PATH" ansible-lint --offline --nocolor --version | sed -n 1p
 	touch $@
 
