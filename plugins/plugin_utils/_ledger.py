@@ -175,7 +175,7 @@ class Ledger:
             self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute('PRAGMA journal_mode=WAL')
+            _use_wal(conn)
             conn.execute('PRAGMA synchronous=NORMAL')
             version = conn.execute('PRAGMA user_version').fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -443,6 +443,21 @@ def _immediate(conn: sqlite3.Connection) -> t.Iterator[None]:
         conn.execute('ROLLBACK')
         raise
     conn.execute('COMMIT')
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    # When several processes open a ledger that does not exist yet, all of them try to switch the new file to
+    # WAL, and SQLite reports the losers as busy at once instead of waiting for the busy timeout. Once one has
+    # switched it, the others find it done.
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            conn.execute('PRAGMA journal_mode=WAL')
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(CLAIM_POLL_SECONDS)
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:

@@ -518,6 +518,20 @@ def _payload(worker, number):
     return {'alert_name': 'Concurrent', 'status': 'Alarm', 'alert_id': f'w{worker}-n{number}', 'description': str(number)}
 
 
+def _open_at_once(path, start):
+    start.wait()
+    Ledger(path).close()
+
+
+def test_processes_creating_the_ledger_at_once_all_open_it(fork_context, tmp_path):
+    # Each of them switches the new file to WAL, and SQLite answered the losers "database is locked" at once
+    # instead of waiting: about one race in five with 8 processes, so 30 races all but always caught it.
+    for race in range(30):
+        path = str(tmp_path / f'race-{race}' / 'ledger.sqlite3')
+        start = fork_context.Barrier(8)
+        run_processes(fork_context, _open_at_once, [(path, start)] * 8)
+
+
 def test_concurrent_writers_lose_no_updates(fork_context, ledger_path, endpoint):
     workers, count = 8, 25
     start = fork_context.Barrier(workers)
