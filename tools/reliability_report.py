@@ -69,7 +69,7 @@ Each was fixed in `plugins/`, and each fix has a unit test that fails without it
    process sends up to 16 at once per endpoint; the entries of one alert still go one after another in the order
    they were queued, so an OK never overtakes its Alarm; after a failure no new delivery starts; an endpoint that
    is down still gets one request, not sixteen; only the coordinating thread writes the ledger; a short queue
-   still goes strictly oldest first (`DELIVERY_WORKERS` and `deliver_queued(..., workers=)` in `_delivery.py`;
+   still goes strictly oldest first (`OUTBOX_SEND_THREADS` and `send_outbox(..., workers=)` in `_dispatch.py`;
    `test_parallel_delivery_is_bounded_faster_and_keeps_each_alerts_order` and four more). Within a backlog,
    deliveries of different alerts start oldest first but may finish in another order.
 

@@ -25,13 +25,13 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
-    DeliveryError,
+    SendError,
     TemperstackClient,
     check_ca_path,
     check_retries,
     check_timeout,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery import Outcome, deliver
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import Outcome, dispatch
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
     EndpointError,
     resolve_endpoint,
@@ -81,7 +81,7 @@ class ActionModule(ActionBase):
             outcome = self._deliver(args, warnings)
         except (AlertValidationError, EndpointError, LedgerError) as exc:
             result.update(failed=True, msg=str(exc), sent=False, http_status=None, attempts=0)
-        except DeliveryError as exc:
+        except SendError as exc:
             result.update(failed=True, msg=exc.message, sent=False, http_status=exc.http_status, attempts=exc.attempts)
         else:
             result.update(_outcome_result(outcome, diff=self._task.diff))
@@ -105,7 +105,7 @@ class ActionModule(ActionBase):
         with _ledger(ledger_path, warnings.append, check_mode) as ledger:
             if not check_mode:
                 ledger.prune_if_due()
-            return deliver(
+            return dispatch(
                 alert,
                 endpoint,
                 ledger,

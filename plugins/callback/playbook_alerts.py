@@ -168,14 +168,14 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
     check_retries,
     check_timeout,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery import is_news
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import is_news
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
     CONNECTION_OPTIONS,
     EndpointError,
     resolve_endpoint,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import DeliveryProcess
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import SenderProcess
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import (
     NO_LOG_MESSAGE,
     AlertSettings,
@@ -200,7 +200,7 @@ class CallbackModule(CallbackBase):
         self._play: t.Any = None
         self._settings = AlertSettings()
         self._ledger: Ledger | None = None
-        self._sender: DeliveryProcess | None = None
+        self._sender: SenderProcess | None = None
         self._endpoint_key = ''
         self._flush_timeout = 30.0
         self._configured = False
@@ -252,7 +252,7 @@ class CallbackModule(CallbackBase):
         self._ledger.prune_if_due()
         self._endpoint_key = endpoint.ledger_key
         self._flush_timeout = flush_timeout
-        self._sender = DeliveryProcess(client, self._ledger.path, self._flush_timeout)
+        self._sender = SenderProcess(client, self._ledger.path, self._flush_timeout)
         if self._ledger.pending(self._endpoint_key):
             # What earlier runs could not deliver goes first, before this run's own alerts.
             self._sender.notify()

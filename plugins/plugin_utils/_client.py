@@ -74,7 +74,7 @@ def check_ca_path(path: str | None) -> str | None:
     return path
 
 
-class DeliveryError(Exception):
+class SendError(Exception):
     """Temperstack did not acknowledge the alert. The message never holds the key."""
 
     def __init__(self, message: str, http_status: int | None, attempts: int) -> None:
@@ -84,7 +84,7 @@ class DeliveryError(Exception):
         self.attempts = attempts
 
 
-class Delivery(t.NamedTuple):
+class Acknowledgement(t.NamedTuple):
     http_status: int
     attempts: int
     response: str
@@ -157,7 +157,7 @@ class TemperstackClient:
     def max_attempts(self) -> int:
         return self.retries + 1
 
-    def send(self, payload: t.Mapping[str, str]) -> Delivery:
+    def send(self, payload: t.Mapping[str, str]) -> Acknowledgement:
         body = json.dumps(payload, ensure_ascii=False).encode('utf-8', 'surrogatepass')
         last = _Retryable('no attempt was made')
         for attempt in range(1, self.max_attempts + 1):
@@ -168,11 +168,11 @@ class TemperstackClient:
             except _Retryable as exc:
                 last = exc
                 continue
-            except DeliveryError as exc:
+            except SendError as exc:
                 exc.attempts = attempt
                 raise
-            return Delivery(status, attempt, text)
-        raise DeliveryError(
+            return Acknowledgement(status, attempt, text)
+        raise SendError(
             f'could not deliver to {self.endpoint.masked_url} after {self.max_attempts} '
             f'attempt{"s" if self.max_attempts > 1 else ""}: {last.reason}',
             http_status=last.http_status,
@@ -210,7 +210,7 @@ class TemperstackClient:
         except URLError as exc:
             raise self._url_error(exc) from None
         except (ssl.SSLError, _urls().SSLValidationError) as exc:
-            raise DeliveryError(self._tls_message(exc), None, 0) from None
+            raise SendError(self._tls_message(exc), None, 0) from None
         except (HTTPException, _urls().ConnectionError, OSError) as exc:
             raise _Retryable(f'the connection failed ({self._describe(exc)})') from None
 
@@ -230,14 +230,14 @@ class TemperstackClient:
             )
         else:
             message = f'Temperstack refused the alert ({answer})'
-        return DeliveryError(message, status, 0)
+        return SendError(message, status, 0)
 
     def _url_error(self, exc: URLError) -> Exception:
         reason = exc.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):
             return _Retryable(f'no answer within the {self.timeout:g} s timeout')
         if isinstance(reason, ssl.SSLError):
-            return DeliveryError(self._tls_message(reason), None, 0)
+            return SendError(self._tls_message(reason), None, 0)
         return _Retryable(f'the connection failed ({self._describe(reason)})')
 
     def _tls_message(self, exc: BaseException) -> str:

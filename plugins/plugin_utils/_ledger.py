@@ -8,8 +8,8 @@
 """The alert ledger: what Temperstack has acknowledged, per endpoint and alert_id, and what still waits.
 
 Temperstack's webhook can be written to but not read, so this is the collection's only memory of
-what Temperstack knows. The plugins use it only through ``lookup``, ``claim``, ``record``, ``queue``
-and ``drain``; nothing else in the collection speaks SQL.
+what Temperstack knows. The plugins use it only through the methods of ``Ledger``; nothing else in the
+collection speaks SQL.
 """
 
 from __future__ import annotations

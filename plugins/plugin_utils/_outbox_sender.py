@@ -10,7 +10,7 @@
 The callback runs in ansible-playbook's main process, which forks a worker for every task. A thread
 there that is inside SQLite or OpenSSL at the moment of a fork leaves their locks held forever in the
 child, and a task using either would hang. So the callback starts a separate process
-(``DeliveryProcess``) that runs the ``OutboxSender`` thread; that process is created by fork+exec and
+(``SenderProcess``) that runs the ``OutboxSender`` thread; that process is created by fork+exec and
 shares no locks with anything.
 """
 
@@ -24,8 +24,8 @@ import threading
 import typing as t
 
 from ._alert import Alert
-from ._client import DeliveryError, TemperstackClient
-from ._delivery import DELIVERY_WORKERS, deliver_queued
+from ._client import SendError, TemperstackClient
+from ._dispatch import OUTBOX_SEND_THREADS, send_outbox
 from ._endpoint import Endpoint
 from ._ledger import Ledger, LedgerError
 
@@ -46,7 +46,7 @@ class OutboxSender:
 
     Everything to send is first written to the outbox by the caller, so an alert survives a dead
     endpoint, a full flush timeout or a killed controller: the next run with the same endpoint sends
-    it before its own alerts. A backlog goes out ``DELIVERY_WORKERS`` alerts at once, each alert's entries in
+    it before its own alerts. A backlog goes out ``OUTBOX_SEND_THREADS`` alerts at once, each alert's entries in
     order; after a failure no new delivery starts, so an OK never overtakes the Alarm it resolves.
     """
 
@@ -95,8 +95,8 @@ class OutboxSender:
 
     def _drain(self, ledger: Ledger) -> None:
         try:
-            deliver_queued(ledger, self._client, on_sent=self._sent, on_dropped=self._fail, workers=DELIVERY_WORKERS)
-        except DeliveryError as exc:
+            send_outbox(ledger, self._client, on_sent=self._sent, on_dropped=self._fail, workers=OUTBOX_SEND_THREADS)
+        except SendError as exc:
             self._blocked = True
             self._fail(exc.message)
         except LedgerError as exc:
@@ -126,7 +126,7 @@ class OutboxSender:
             return -1
 
 
-class DeliveryProcess:
+class SenderProcess:
     """The callback's side of the delivery process: start it, wake it, and collect its report.
 
     The endpoint and its key travel over a pipe, never on a command line or in the environment.

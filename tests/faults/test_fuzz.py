@@ -300,7 +300,7 @@ def test_module_options(work_dir, monkeypatch, figures):
 # -- the callback's settings ----------------------------------------------------------------------------------
 
 
-class ContractDelivery:
+class ContractSenderProcess:
     """Stands in for the delivery process: drains the real outbox, checking every body as the stand-in would."""
 
     delivered: list[dict[str, str]] = []
@@ -402,7 +402,7 @@ def callback_run(env: t.Mapping[str, str], cliargs: t.Mapping[str, t.Any] | None
         os.environ.update(env)
         base = {'check': False, 'tags': ('all',), 'skip_tags': (), 'start_at_task': None, 'step': False, 'subset': None}
         with mock.patch.object(context, 'CLIARGS', ImmutableDict({**base, **(cliargs or {})})), \
-                mock.patch.object(playbook_alerts, 'DeliveryProcess', ContractDelivery):
+                mock.patch.object(playbook_alerts, 'SenderProcess', ContractSenderProcess):
             yield
     finally:
         os.environ.clear()
@@ -454,7 +454,7 @@ def test_callback_settings(work_dir, figures):
             if ca is not None:
                 env['TEMPERSTACK_CA_PATH'] = ca
             env['TEMPERSTACK_LEDGER_PATH'] = fresh_ledger(ledger_dir)
-            ContractDelivery.delivered, ContractDelivery.violations = [], []
+            ContractSenderProcess.delivered, ContractSenderProcess.violations = [], []
             with callback_run(env):
                 callback = new_callback()
                 try:
@@ -476,13 +476,13 @@ def test_callback_settings(work_dir, figures):
                 drive(callback, [('web1', 'Release', {'msg': 'the release failed'}, False, False)])
             warnings = callback._display.warnings  # pylint: disable=protected-access
             assert all(SECRET_KEY not in w for w in warnings)
-            assert ContractDelivery.violations == []
-            if callback.disabled and not ContractDelivery.delivered:
+            assert ContractSenderProcess.violations == []
+            if callback.disabled and not ContractSenderProcess.delivered:
                 assert len(warnings) == 1, warnings
                 assert any(name in warnings[0] for name in list(SETTING_ENV) + ['api_key', 'base_url', 'endpoint']), warnings[0]
                 counts['disabled with one warning naming the option'] += 1
                 return
-            assert [p['status'] for p in ContractDelivery.delivered] == ['Alarm']
+            assert [p['status'] for p in ContractSenderProcess.delivered] == ['Alarm']
             assert not [w for w in warnings if 'Traceback' in w or 'dispatch' in w]
             counts['valid Alarm queued'] += 1
 
@@ -557,17 +557,17 @@ def test_task_errors_of_any_shape(work_dir, figures):
             'TEMPERSTACK_MAX_ERROR_CHARS': str(max_chars),
             'TEMPERSTACK_LEDGER_PATH': fresh_ledger(ledger_dir),
         }
-        ContractDelivery.delivered, ContractDelivery.violations = [], []
+        ContractSenderProcess.delivered, ContractSenderProcess.violations = [], []
         with callback_run(env):
             callback = new_callback()
             callback.set_options()
             drive(callback, failed)
         warnings = callback._display.warnings  # pylint: disable=protected-access
         assert warnings == []
-        assert ContractDelivery.violations == []
-        assert ContractDelivery.delivered, 'no Alarm for a failed play'
-        assert {p['status'] for p in ContractDelivery.delivered} == {'Alarm'}
-        bodies = json.dumps(ContractDelivery.delivered, ensure_ascii=False)
+        assert ContractSenderProcess.violations == []
+        assert ContractSenderProcess.delivered, 'no Alarm for a failed play'
+        assert {p['status'] for p in ContractSenderProcess.delivered} == {'Alarm'}
+        bodies = json.dumps(ContractSenderProcess.delivered, ensure_ascii=False)
         for token in tokens:
             assert token not in bodies, f'{token} (a URL credential or webhook key) reached an alert'
         for host, _task, data, no_log, _unreachable in failed:
@@ -575,7 +575,7 @@ def test_task_errors_of_any_shape(work_dir, figures):
                 assert data['msg'] not in bodies, 'the message of a no_log task reached an alert'
         if max_chars >= len(NO_LOG_MESSAGE) and len(failed) < 4 and any(no_log for *_rest, no_log, _u in failed):
             assert NO_LOG_MESSAGE in bodies
-        counts['valid Alarms'] += len(ContractDelivery.delivered)
+        counts['valid Alarms'] += len(ContractSenderProcess.delivered)
         counts['credentials masked'] += len(tokens)
 
     case()

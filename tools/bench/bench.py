@@ -845,7 +845,7 @@ def case_ledger(bench: Bench, figures: list[Figure], context: list[list[str]]) -
     figures.append(Figure('7', f'Ledger of {records:,} records: decision + record per alert', [first['median_ms']],
                           'ms', 1.0, target='median < 1 ms',
                           shown=f'{first["median_ms"]:.3f} ms median (p99 {first["p99_ms"]:.3f} ms, n {first["n"]})',
-                          note='deliver() of a new alert: lookup, claim, send through the client (an opener that '
+                          note='dispatch() of a new alert: lookup, claim, send through the client (an opener that '
                           'answers at once), record, release'))
     writers = result['writers']
     lost = ((writers['increments_expected'] - writers['increments_counted']) + writers['distinct_missing']
@@ -1091,7 +1091,7 @@ def report(bench: Bench, figures: list[Figure], context: list[list[str]], starte
               f'one task with timeout {scale.dead_timeout} and retries {scale.dead_retries} against the hanging stand-in, '
               'against the same task with the stand-in answering (task time). The bound for the module is '
               'timeout × attempts plus the longest backoff the client can draw (its jitter only shortens it).',
-              f'- **7.** tools/bench/ledger_bench.py, with the collection\'s own `Ledger`, `deliver` and '
+              f'- **7.** tools/bench/ledger_bench.py, with the collection\'s own `Ledger`, `dispatch` and '
               f'`TemperstackClient` (an opener that answers 200 at once instead of a network): {scale.ledger_records:,} '
               'records written one transaction each, half of them resolved and aged past the 90-day retention; '
               f'{scale.ledger_samples:,} new alerts decided and recorded on it, then the same again (nothing to send), '

@@ -8,7 +8,7 @@ Usage (the collection must be importable, e.g. PYTHONPATH=<dir holding ansible_c
     python ledger_bench.py scale  --ledger PATH --records N --samples N --writers N ...
     python ledger_bench.py writer --ledger PATH --writer I --start T ...   (started by `scale`)
 
-Everything goes through the collection's own code: ``Ledger`` and ``deliver`` from plugin_utils, and the
+Everything goes through the collection's own code: ``Ledger`` and ``dispatch`` from plugin_utils, and the
 real ``TemperstackClient`` with an opener that answers 200 at once instead of a network (so a "send"
 costs what the client costs, not what a server costs). The only direct SQL is the set-up step that ages
 half of the records, so that pruning has something to forget.
@@ -28,7 +28,7 @@ import time
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery import deliver
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import dispatch
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import RETENTION_SECONDS, Ledger, LedgerError
 
@@ -157,21 +157,21 @@ def scale(args):
         opens.append(elapsed)
     result['open_lookup_close'] = _summary(opens)
 
-    # -- decision + record per alert, the module's path through deliver(), with a client that answers at once
+    # -- decision + record per alert, the module's path through dispatch(), with a client that answers at once
     first, repeat, change = [], [], []
     with Ledger(args.ledger) as ledger:
         client = _client(endpoint)
         base = args.records + 1000
         for number in range(base, base + args.samples):
-            elapsed, outcome = _timed(deliver, _alert(number), endpoint, ledger, client)
+            elapsed, outcome = _timed(dispatch, _alert(number), endpoint, ledger, client)
             assert outcome.sent, outcome
             first.append(elapsed)
         for number in range(base, base + args.samples):
-            elapsed, outcome = _timed(deliver, _alert(number), endpoint, ledger, client)
+            elapsed, outcome = _timed(dispatch, _alert(number), endpoint, ledger, client)
             assert not outcome.sent, outcome
             repeat.append(elapsed)
         for number in range(base, base + args.samples):
-            elapsed, outcome = _timed(deliver, _alert(number, 'OK'), endpoint, ledger, client)
+            elapsed, outcome = _timed(dispatch, _alert(number, 'OK'), endpoint, ledger, client)
             assert outcome.sent, outcome
             change.append(elapsed)
     result['decide_send_record'] = _summary(first)
@@ -295,7 +295,7 @@ def writer(args):
         for number in range(max(args.distinct, args.increments, args.queued)):
             try:
                 if number < args.distinct:
-                    elapsed, _outcome = _timed(deliver, _alert(_writer_number(args.writer, number)), endpoint, ledger, client)
+                    elapsed, _outcome = _timed(dispatch, _alert(_writer_number(args.writer, number)), endpoint, ledger, client)
                     ops.append(elapsed)
                 if number < args.increments:
                     _increment(ledger, key)
@@ -303,7 +303,7 @@ def writer(args):
                     ledger.queue(key, _alert(_writer_number(args.writer, number), alert_id='bench-queued-%d-%d' % (args.writer, number)))
                 if number == 0:
                     # Every writer decides the very same alert at about the same moment: it must be sent once.
-                    deliver(_alert(1, alert_id=EVERYONE_ALERT), endpoint, ledger, everyone_client)
+                    dispatch(_alert(1, alert_id=EVERYONE_ALERT), endpoint, ledger, everyone_client)
             except LedgerError as exc:
                 errors += 1
                 print('writer %d: %s' % (args.writer, exc), file=sys.stderr)

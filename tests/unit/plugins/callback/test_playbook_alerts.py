@@ -4,7 +4,7 @@
 
 """The playbook_alerts callback, driven event by event the way ansible-playbook drives it.
 
-Delivery is replaced by a fake that drains the real ledger's outbox into a list ("Temperstack"), so a
+Acknowledgement is replaced by a fake that drains the real ledger's outbox into a list ("Temperstack"), so a
 test can play several runs against one ledger and see exactly what would reach Temperstack, in order.
 The real delivery process and real ansible-playbook runs are covered by test_outbox_sender.py and by
 the integration target playbook_alerts.
@@ -68,7 +68,7 @@ class Temperstack:
     def __init__(self) -> None:
         self.received: list[dict[str, str]] = []
         self.down = False
-        self.processes: list[FakeDelivery] = []
+        self.processes: list[FakeSenderProcess] = []
 
     @property
     def statuses(self) -> list[tuple[str, str]]:
@@ -79,8 +79,8 @@ class Temperstack:
         return [p['status'] for p in self.received]
 
 
-class FakeDelivery:
-    """Stands in for DeliveryProcess: flush() drains the outbox through the real ledger."""
+class FakeSenderProcess:
+    """Stands in for SenderProcess: flush() drains the outbox through the real ledger."""
 
     temperstack: Temperstack
 
@@ -113,8 +113,8 @@ class FakeDelivery:
 @pytest.fixture
 def temperstack(monkeypatch):
     server = Temperstack()
-    fake = type('BoundFakeDelivery', (FakeDelivery,), {'temperstack': server})
-    monkeypatch.setattr(playbook_alerts, 'DeliveryProcess', fake)
+    fake = type('BoundFakeSenderProcess', (FakeSenderProcess,), {'temperstack': server})
+    monkeypatch.setattr(playbook_alerts, 'SenderProcess', fake)
     # Options come from the test, not from ansible's configuration machinery.
     monkeypatch.setattr(CallbackBase, 'set_options', lambda self, *args, **kwargs: None)
     for name in ('AWX_HOST', 'JOB_ID'):
@@ -688,7 +688,7 @@ def test_same_failure_during_an_outage_is_queued_once(run, temperstack):
 
 def test_unfinished_delivery_is_reported(run, temperstack, monkeypatch):
     monkeypatch.setattr(
-        FakeDelivery, 'flush', lambda self: FlushReport([], 1, ['Alarm for x was not delivered: no answer'], False)
+        FakeSenderProcess, 'flush', lambda self: FlushReport([], 1, ['Alarm for x was not delivered: no answer'], False)
     )
     r = failing_run(run, flush_timeout=3.0)
 

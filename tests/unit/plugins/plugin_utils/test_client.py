@@ -28,8 +28,8 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
     MAX_RESPONSE_CHARS,
     RETRY_AFTER_CAP,
     USER_AGENT,
-    Delivery,
-    DeliveryError,
+    Acknowledgement,
+    SendError,
     TemperstackClient,
     _tls_context,
     check_retries,
@@ -74,8 +74,8 @@ def make_client(endpoint, opener, sleeps):
     return make
 
 
-def send_error(client, payload=None) -> DeliveryError:
-    with pytest.raises(DeliveryError) as info:
+def send_error(client, payload=None) -> SendError:
+    with pytest.raises(SendError) as info:
         client.send(payload or PAYLOAD)
     assert client.endpoint.url not in info.value.message
     assert str(info.value) == info.value.message
@@ -88,7 +88,7 @@ def send_error(client, payload=None) -> DeliveryError:
 def test_posts_the_payload_as_json(make_client, opener, endpoint, sleeps):
     delivery = make_client().send(PAYLOAD)
 
-    assert delivery == Delivery(200, 1, '{"result":"ok"}')
+    assert delivery == Acknowledgement(200, 1, '{"result":"ok"}')
     assert sleeps == []
     [call] = opener.calls
     assert call.url == endpoint.url
@@ -122,7 +122,7 @@ def test_connection_settings_passed_to_open_url(make_client, opener, kwargs, exp
 
 def test_accepts_any_2xx(make_client, opener):
     opener.respond(202, b'queued')
-    assert make_client().send(PAYLOAD) == Delivery(202, 1, 'queued')
+    assert make_client().send(PAYLOAD) == Acknowledgement(202, 1, 'queued')
 
 
 def test_default_opener_is_open_url_with_a_reused_tls_context(endpoint, monkeypatch):
@@ -175,7 +175,7 @@ def test_attempts_counted_across_mixed_failures(make_client, opener, sleeps):
      .http_error(429, 'slow down')
      .respond(200, b'ok'))
     delivery = make_client(retries=5).send(PAYLOAD)
-    assert delivery == Delivery(200, 6, 'ok')
+    assert delivery == Acknowledgement(200, 6, 'ok')
     assert len(sleeps) == 5
 
 
@@ -422,7 +422,7 @@ def test_tls_failure_says_why_the_certificate_was_refused(endpoint, opener):
     opener.raise_(URLError(error))
     client = TemperstackClient(endpoint, opener=opener, sleep=lambda seconds: None)
 
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(SendError) as info:
         client.send(PAYLOAD)
 
     assert 'failed (CERTIFICATE_VERIFY_FAILED: certificate has expired); set ca_path' in info.value.message

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Background delivery of the outbox: OutboxSender (the thread) and DeliveryProcess (the process around it)."""
+"""Background delivery of the outbox: OutboxSender (the thread) and SenderProcess (the process around it)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import typing as t
 
 import pytest
 
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import DeliveryError, TemperstackClient
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import SendError, TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import (
-    DeliveryProcess,
+    SenderProcess,
     FlushReport,
     OutboxSender,
 )
@@ -112,7 +112,7 @@ def test_sends_exactly_the_queued_payloads(ledger, ledger_path, endpoint, story)
 
 def test_stops_at_the_first_failure_so_an_ok_never_overtakes_its_alarm(ledger, ledger_path, endpoint, story):
     queue_all(ledger, endpoint, story)
-    client = FakeClient(endpoint, [DeliveryError('Temperstack answered HTTP 503', 503, 4)])
+    client = FakeClient(endpoint, [SendError('Temperstack answered HTTP 503', 503, 4)])
 
     report = run_sender(client, ledger_path)
 
@@ -133,7 +133,7 @@ def test_stops_at_the_first_failure_so_an_ok_never_overtakes_its_alarm(ledger, l
 
 def test_the_next_sender_delivers_what_the_last_could_not_in_order(ledger, ledger_path, endpoint, story):
     queue_all(ledger, endpoint, story[:1])
-    run_sender(FakeClient(endpoint, [DeliveryError('connection refused', None, 4)]), ledger_path)
+    run_sender(FakeClient(endpoint, [SendError('connection refused', None, 4)]), ledger_path)
     queue_all(ledger, endpoint, story[1:])
     client = FakeClient(endpoint)
 
@@ -145,7 +145,7 @@ def test_the_next_sender_delivers_what_the_last_could_not_in_order(ledger, ledge
 
 def test_a_failure_midway_keeps_what_was_delivered(ledger, ledger_path, endpoint, story):
     queue_all(ledger, endpoint, story)
-    client = FakeClient(endpoint, [None, DeliveryError('timeout', None, 4)])
+    client = FakeClient(endpoint, [None, SendError('timeout', None, 4)])
 
     report = run_sender(client, ledger_path)
 
@@ -160,7 +160,7 @@ def test_a_failure_midway_keeps_what_was_delivered(ledger, ledger_path, endpoint
 
 def test_blocked_sender_does_not_retry_on_later_wakeups(ledger, ledger_path, endpoint, story):
     queue_all(ledger, endpoint, story[:1])
-    client = FakeClient(endpoint, [DeliveryError('refused', None, 4)])
+    client = FakeClient(endpoint, [SendError('refused', None, 4)])
     sender = OutboxSender(client, ledger_path)
     sender.start()
     _wait_for(lambda: sender.errors)
@@ -175,7 +175,7 @@ def test_blocked_sender_does_not_retry_on_later_wakeups(ledger, ledger_path, end
 
 def test_http_400_is_dropped_with_an_error_and_the_rest_goes_on(ledger, ledger_path, endpoint, story):
     queue_all(ledger, endpoint, story)
-    client = FakeClient(endpoint, [DeliveryError('Temperstack refused the alert (HTTP 400: bad field)', 400, 1)])
+    client = FakeClient(endpoint, [SendError('Temperstack refused the alert (HTTP 400: bad field)', 400, 1)])
 
     report = run_sender(client, ledger_path)
 
@@ -190,7 +190,7 @@ def test_http_400_is_dropped_with_an_error_and_the_rest_goes_on(ledger, ledger_p
 @pytest.mark.parametrize('status', [401, 403, 404, 422])
 def test_other_final_4xx_answers_block_and_keep_the_alert(ledger, ledger_path, endpoint, story, status):
     queue_all(ledger, endpoint, story)
-    client = FakeClient(endpoint, [DeliveryError(f'HTTP {status}', status, 1)])
+    client = FakeClient(endpoint, [SendError(f'HTTP {status}', status, 1)])
 
     report = run_sender(client, ledger_path)
 
@@ -200,7 +200,7 @@ def test_other_final_4xx_answers_block_and_keep_the_alert(ledger, ledger_path, e
 
 def test_errors_never_hold_the_key(ledger, ledger_path, endpoint, api_key, webhook_url, story):
     queue_all(ledger, endpoint, story)
-    client = FakeClient(endpoint, [DeliveryError(f'could not reach {webhook_url} (key {api_key})', None, 4)])
+    client = FakeClient(endpoint, [SendError(f'could not reach {webhook_url} (key {api_key})', None, 4)])
 
     report = run_sender(client, ledger_path)
 
@@ -293,7 +293,7 @@ def _wait_for(condition, timeout=5.0):
         time.sleep(0.01)
 
 
-# -- DeliveryProcess: the same, from a separate process, against a local HTTP server -------------------
+# -- SenderProcess: the same, from a separate process, against a local HTTP server -------------------
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -345,7 +345,7 @@ def local_endpoint(server, api_key):
 
 
 def delivery_process(endpoint, ledger_path, flush_timeout=10.0, timeout=10):
-    return DeliveryProcess(TemperstackClient(endpoint, timeout=timeout, retries=0), ledger_path, flush_timeout)
+    return SenderProcess(TemperstackClient(endpoint, timeout=timeout, retries=0), ledger_path, flush_timeout)
 
 
 def test_process_delivers_in_order_and_reports(ledger, ledger_path, local_endpoint, server, story, api_key):
@@ -463,7 +463,7 @@ def test_process_reports_a_dead_endpoint_without_the_key(ledger, ledger_path, st
 
 
 def test_module_runs_as_a_script_from_the_collections_root():
-    # DeliveryProcess starts `python -m <this module>` with the directory above ansible_collections
+    # SenderProcess starts `python -m <this module>` with the directory above ansible_collections
     # on PYTHONPATH: that directory must really hold this collection.
     from ansible_collections.temperstack.alerting.plugins.plugin_utils import _outbox_sender
 

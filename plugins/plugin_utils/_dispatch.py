@@ -15,14 +15,14 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 
 from ._alert import STATUS_ALARM, STATUS_OK, Alert
-from ._client import RETRY_AFTER_CAP, Delivery, DeliveryError, TemperstackClient
+from ._client import RETRY_AFTER_CAP, Acknowledgement, SendError, TemperstackClient
 from ._endpoint import Endpoint
 from ._ledger import Ledger, Queued, Record
 
 # How many deliveries to one endpoint the background sender runs at once when a backlog waits. Sent one after
 # another, a failure storm of 2,000 alerts at 100 ms per request takes 200 s, far beyond flush_timeout; 16 at
 # once take 13 s. Deliveries of one alert stay one after another, in the order they were queued.
-DELIVERY_WORKERS = 16
+OUTBOX_SEND_THREADS = 16
 
 
 class Outcome(t.NamedTuple):
@@ -49,7 +49,7 @@ def is_withheld(alert: Alert, known: Record | None, only_if_raised: bool) -> boo
     return only_if_raised and alert.status == STATUS_OK and (known is None or known.status != STATUS_ALARM)
 
 
-def deliver(
+def dispatch(
     alert: Alert,
     endpoint: Endpoint,
     ledger: Ledger,
@@ -63,7 +63,7 @@ def deliver(
 
     With ``only_if_raised``, an OK is sent only for an alert on record as Alarm (``force`` does not
     override that); otherwise it is withheld, and nothing is sent or recorded.
-    Raises ``DeliveryError`` when Temperstack did not acknowledge it; the ledger is then unchanged.
+    Raises ``SendError`` when Temperstack did not acknowledge it; the ledger is then unchanged.
     """
     previous = ledger.lookup(endpoint.ledger_key, alert.alert_id)
     withheld = is_withheld(alert, previous, only_if_raised)
@@ -75,17 +75,17 @@ def deliver(
         return Outcome(alert, previous, changed=wanted, withheld=withheld)
 
     with ledger.claim(endpoint.ledger_key, alert.alert_id, lease=claim_lease(client)) as current:
-        queued_delivery = None
+        outbox_ack = None
         if current is not None and current.pending:
             # Oldest first, so that an OK never reaches Temperstack before the Alarm it resolves.
-            queued_delivery = deliver_queued(ledger, client, alert_id=alert.alert_id, on_dropped=warn)
+            outbox_ack = send_outbox(ledger, client, alert_id=alert.alert_id, on_dropped=warn)
             current = ledger.lookup(endpoint.ledger_key, alert.alert_id)
         # Another fork may have sent this very alert (or an OK that resolved it) while we waited for the claim.
         withheld = is_withheld(alert, current, only_if_raised)
         if withheld or (not force and not is_news(alert, current)):
-            if queued_delivery is not None:
+            if outbox_ack is not None:
                 return Outcome(
-                    alert, previous, True, True, queued_delivery.http_status, queued_delivery.attempts, withheld
+                    alert, previous, True, True, outbox_ack.http_status, outbox_ack.attempts, withheld
                 )
             return Outcome(alert, current, changed=False, withheld=withheld)
         delivery = client.send(alert.payload)
@@ -93,17 +93,17 @@ def deliver(
     return Outcome(alert, current, True, True, delivery.http_status, delivery.attempts)
 
 
-def deliver_queued(
+def send_outbox(
     ledger: Ledger,
     client: TemperstackClient,
     alert_id: str | None = None,
     on_sent: t.Callable[[Alert], None] | None = None,
     on_dropped: t.Callable[[str], None] | None = None,
     workers: int = 1,
-) -> Delivery | None:
+) -> Acknowledgement | None:
     """Deliver the outbox of the client's endpoint (only ``alert_id``'s entries, if given), oldest first.
 
-    Stops at the first alert that cannot be delivered by raising its ``DeliveryError``, so nothing
+    Stops at the first alert that cannot be delivered by raising its ``SendError``, so nothing
     overtakes it. An alert Temperstack refuses with HTTP 400 would be refused however often it is sent,
     and would block everything queued behind it: it is dropped and ``on_dropped`` is told why.
 
@@ -122,7 +122,7 @@ def deliver_queued(
             return _deliver_in_parallel(ledger, client, rest, workers, on_sent, on_dropped) or last
         try:
             last = client.send(queued.alert.payload)
-        except DeliveryError as exc:
+        except SendError as exc:
             if exc.http_status != 400:
                 raise _not_delivered(queued, exc) from None
             _drop(ledger, queued, exc, on_dropped)
@@ -140,7 +140,7 @@ def _deliver_in_parallel(
     workers: int,
     on_sent: t.Callable[[Alert], None] | None,
     on_dropped: t.Callable[[str], None] | None,
-) -> Delivery | None:
+) -> Acknowledgement | None:
     # One chain per alert, in the order of its oldest entry; a chain is delivered by one thread, in order.
     chains: dict[str, list[Queued]] = {}
     for queued in pending:
@@ -156,7 +156,7 @@ def _deliver_in_parallel(
                     return
                 try:
                     outcomes.put((queued, client.send(queued.alert.payload), None))
-                except DeliveryError as exc:
+                except SendError as exc:
                     outcomes.put((queued, None, exc))
                     if exc.http_status != 400:
                         stop.set()
@@ -168,8 +168,8 @@ def _deliver_in_parallel(
             outcomes.put((done, None, None))
 
     endpoint_key = client.endpoint.ledger_key
-    last: Delivery | None = None
-    failure: tuple[Queued, DeliveryError] | None = None
+    last: Acknowledgement | None = None
+    failure: tuple[Queued, SendError] | None = None
     unexpected: BaseException | None = None
     with ThreadPoolExecutor(max_workers=min(workers, len(chains)), thread_name_prefix='temperstack-delivery') as pool:
         for chain in chains.values():
@@ -201,15 +201,15 @@ def _deliver_in_parallel(
     return last
 
 
-def _not_delivered(queued: Queued, exc: DeliveryError) -> DeliveryError:
-    return DeliveryError(
+def _not_delivered(queued: Queued, exc: SendError) -> SendError:
+    return SendError(
         f'{queued.alert.status} for {queued.alert.alert_id} was not delivered: {exc.message}',
         exc.http_status,
         exc.attempts,
     )
 
 
-def _drop(ledger: Ledger, queued: Queued, exc: DeliveryError, on_dropped: t.Callable[[str], None] | None) -> None:
+def _drop(ledger: Ledger, queued: Queued, exc: SendError, on_dropped: t.Callable[[str], None] | None) -> None:
     ledger.discard(queued)
     if on_dropped is not None:
         on_dropped(f'{queued.alert.status} for {queued.alert.alert_id} was refused and dropped: {exc.message}')

@@ -12,15 +12,15 @@ import pytest
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
     RETRY_AFTER_CAP,
-    Delivery,
-    DeliveryError,
+    Acknowledgement,
+    SendError,
     TemperstackClient,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._delivery import (
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import (
     Outcome,
     claim_lease,
-    deliver,
-    deliver_queued,
+    dispatch,
+    send_outbox,
     is_news,
     is_withheld,
 )
@@ -49,7 +49,7 @@ def snapshot(ledger, endpoint, alert_id):
 
 def test_sends_when_nothing_is_recorded(ledger, endpoint, client, opener, make_alert):
     alert = make_alert()
-    outcome = deliver(alert, endpoint, ledger, client)
+    outcome = dispatch(alert, endpoint, ledger, client)
 
     assert outcome == Outcome(alert, None, changed=True, sent=True, http_status=200, attempts=1)
     assert opener.bodies == [alert.payload]
@@ -58,10 +58,10 @@ def test_sends_when_nothing_is_recorded(ledger, endpoint, client, opener, make_a
 
 
 def test_does_not_send_what_is_recorded(ledger, endpoint, client, opener, make_alert):
-    deliver(make_alert(), endpoint, ledger, client)
+    dispatch(make_alert(), endpoint, ledger, client)
     opener.calls.clear()
 
-    outcome = deliver(make_alert(), endpoint, ledger, client)
+    outcome = dispatch(make_alert(), endpoint, ledger, client)
     assert (outcome.changed, outcome.sent, outcome.http_status, outcome.attempts) == (False, False, None, 0)
     assert outcome.previous.status == 'Alarm'
     assert opener.calls == []
@@ -73,11 +73,11 @@ def test_does_not_send_what_is_recorded(ledger, endpoint, client, opener, make_a
     ids=['status', 'description', 'priority', 'priority-removed'],
 )
 def test_sends_when_status_or_payload_differ(ledger, endpoint, client, opener, make_alert, change):
-    deliver(make_alert(), endpoint, ledger, client)
+    dispatch(make_alert(), endpoint, ledger, client)
     changed = make_alert(**change)
     assert changed.alert_id == make_alert().alert_id
 
-    outcome = deliver(changed, endpoint, ledger, client)
+    outcome = dispatch(changed, endpoint, ledger, client)
     assert (outcome.changed, outcome.sent) == (True, True)
     assert outcome.previous.payload == make_alert().payload
     assert opener.bodies == [make_alert().payload, changed.payload]
@@ -85,15 +85,15 @@ def test_sends_when_status_or_payload_differ(ledger, endpoint, client, opener, m
 
 
 def test_force_sends_what_is_recorded(ledger, endpoint, client, opener, make_alert):
-    deliver(make_alert(), endpoint, ledger, client)
-    outcome = deliver(make_alert(), endpoint, ledger, client, force=True)
+    dispatch(make_alert(), endpoint, ledger, client)
+    outcome = dispatch(make_alert(), endpoint, ledger, client, force=True)
     assert (outcome.changed, outcome.sent, outcome.http_status) == (True, True, 200)
     assert len(opener.calls) == 2
 
 
 def test_attempts_and_status_of_a_retried_send(ledger, endpoint, client, opener, make_alert):
     opener.http_error(503).respond(201)
-    outcome = deliver(make_alert(), endpoint, ledger, client)
+    outcome = dispatch(make_alert(), endpoint, ledger, client)
     assert (outcome.http_status, outcome.attempts) == (201, 2)
 
 
@@ -107,19 +107,19 @@ def test_is_news():
 
 @pytest.mark.parametrize('force', [False, True])
 def test_only_if_raised_withholds_an_ok_for_an_alert_never_raised(ledger, endpoint, client, opener, make_alert, force):
-    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, force=force, only_if_raised=True)
+    outcome = dispatch(make_alert(status='OK'), endpoint, ledger, client, force=force, only_if_raised=True)
     assert outcome._replace(alert=None) == Outcome(None, None, changed=False, withheld=True)
     assert opener.calls == []
     assert snapshot(ledger, endpoint, make_alert().alert_id) == (None, [])
 
 
 def test_only_if_raised_withholds_an_ok_for_a_resolved_alert(ledger, endpoint, client, opener, make_alert):
-    deliver(make_alert(status='OK'), endpoint, ledger, client)
+    dispatch(make_alert(status='OK'), endpoint, ledger, client)
     opener.calls.clear()
     before = snapshot(ledger, endpoint, make_alert().alert_id)
 
     # A different payload would be news without the option.
-    outcome = deliver(make_alert(status='OK', description='fine again'), endpoint, ledger, client, only_if_raised=True)
+    outcome = dispatch(make_alert(status='OK', description='fine again'), endpoint, ledger, client, only_if_raised=True)
     assert (outcome.changed, outcome.sent, outcome.withheld) == (False, False, True)
     assert outcome.previous.status == 'OK'
     assert opener.calls == []
@@ -127,9 +127,9 @@ def test_only_if_raised_withholds_an_ok_for_a_resolved_alert(ledger, endpoint, c
 
 
 def test_only_if_raised_resolves_a_raised_alert_once(ledger, endpoint, client, opener, make_alert):
-    deliver(make_alert(), endpoint, ledger, client, only_if_raised=True)
-    resolved = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
-    again = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    dispatch(make_alert(), endpoint, ledger, client, only_if_raised=True)
+    resolved = dispatch(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    again = dispatch(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
 
     assert (resolved.changed, resolved.sent, resolved.withheld) == (True, True, False)
     assert resolved.previous.status == 'Alarm'
@@ -139,7 +139,7 @@ def test_only_if_raised_resolves_a_raised_alert_once(ledger, endpoint, client, o
 
 
 def test_only_if_raised_has_no_effect_on_an_alarm(ledger, endpoint, client, opener, make_alert):
-    outcome = deliver(make_alert(), endpoint, ledger, client, only_if_raised=True)
+    outcome = dispatch(make_alert(), endpoint, ledger, client, only_if_raised=True)
     assert (outcome.changed, outcome.sent, outcome.withheld) == (True, True, False)
     assert opener.bodies == [make_alert().payload]
 
@@ -147,16 +147,16 @@ def test_only_if_raised_has_no_effect_on_an_alarm(ledger, endpoint, client, open
 @pytest.mark.parametrize(('raised', 'changed'), [(False, False), (True, True)], ids=['never-raised', 'raised'])
 def test_only_if_raised_in_check_mode(ledger, endpoint, client, opener, make_alert, raised, changed):
     if raised:
-        deliver(make_alert(), endpoint, ledger, client)
+        dispatch(make_alert(), endpoint, ledger, client)
         opener.calls.clear()
-    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, check_mode=True, only_if_raised=True)
+    outcome = dispatch(make_alert(status='OK'), endpoint, ledger, client, check_mode=True, only_if_raised=True)
     assert (outcome.changed, outcome.sent, outcome.withheld) == (changed, False, not raised)
     assert opener.calls == []
 
 
 def test_only_if_raised_counts_a_queued_alarm_as_raised(ledger, endpoint, client, opener, make_alert):
     ledger.queue(endpoint.ledger_key, make_alert(), hosts=['web01'])
-    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    outcome = dispatch(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
     assert (outcome.changed, outcome.sent, outcome.withheld) == (True, True, False)
     assert [body['status'] for body in opener.bodies] == ['Alarm', 'OK']
     assert ledger.pending(endpoint.ledger_key) == []
@@ -164,11 +164,11 @@ def test_only_if_raised_counts_a_queued_alarm_as_raised(ledger, endpoint, client
 
 def test_only_if_raised_still_delivers_a_queued_ok(ledger, endpoint, client, opener, make_alert):
     # The callback queued the OK that resolves the alert; the task delivers it, and its own OK is withheld.
-    deliver(make_alert(), endpoint, ledger, client)
+    dispatch(make_alert(), endpoint, ledger, client)
     ledger.queue(endpoint.ledger_key, make_alert(status='OK', description='recovered'))
     opener.calls.clear()
 
-    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    outcome = dispatch(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
     assert (outcome.changed, outcome.sent, outcome.withheld) == (True, True, True)
     assert [body.get('description') for body in opener.bodies] == ['recovered']
     assert ledger.pending(endpoint.ledger_key) == []
@@ -177,9 +177,9 @@ def test_only_if_raised_still_delivers_a_queued_ok(ledger, endpoint, client, ope
 
 def test_only_if_raised_rechecks_under_the_claim(ledger, endpoint, client, opener, make_alert, monkeypatch):
     # Another fork resolved the alert between this fork's first look and its claim.
-    deliver(make_alert(), endpoint, ledger, client)
+    dispatch(make_alert(), endpoint, ledger, client)
     stale = ledger.lookup(endpoint.ledger_key, make_alert().alert_id)
-    deliver(make_alert(status='OK', description='resolved elsewhere'), endpoint, ledger, client)
+    dispatch(make_alert(status='OK', description='resolved elsewhere'), endpoint, ledger, client)
     opener.calls.clear()
     real_lookup = ledger.lookup
     looks = []
@@ -189,7 +189,7 @@ def test_only_if_raised_rechecks_under_the_claim(ledger, endpoint, client, opene
         return stale if len(looks) == 1 else real_lookup(endpoint_key, alert_id)
 
     monkeypatch.setattr(ledger, 'lookup', lookup)
-    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
+    outcome = dispatch(make_alert(status='OK'), endpoint, ledger, client, only_if_raised=True)
     assert len(looks) == 2
     assert (outcome.changed, outcome.sent, outcome.withheld) == (False, False, True)
     assert outcome.previous.payload['description'] == 'resolved elsewhere'
@@ -211,7 +211,7 @@ def test_is_withheld():
 def test_check_mode_on_a_missing_ledger_sends_and_writes_nothing(tmp_path, endpoint, client, opener, make_alert, force):
     path = tmp_path / 'state' / 'ledger.sqlite3'
     with Ledger(str(path), create=False) as ledger:
-        outcome = deliver(make_alert(), endpoint, ledger, client, force=force, check_mode=True)
+        outcome = dispatch(make_alert(), endpoint, ledger, client, force=force, check_mode=True)
     assert outcome._replace(alert=None) == Outcome(None, None, changed=True)
     assert opener.calls == []
     assert not path.parent.exists()
@@ -221,11 +221,11 @@ def test_check_mode_on_a_missing_ledger_sends_and_writes_nothing(tmp_path, endpo
     ('change', 'changed'), [({}, False), ({'status': 'OK'}, True), ({'description': 'new'}, True)], ids=['same', 'status', 'payload']
 )
 def test_check_mode_reports_what_would_happen(ledger, endpoint, client, opener, make_alert, change, changed):
-    deliver(make_alert(), endpoint, ledger, client)
+    dispatch(make_alert(), endpoint, ledger, client)
     opener.calls.clear()
     before = snapshot(ledger, endpoint, make_alert().alert_id)
 
-    outcome = deliver(make_alert(**change), endpoint, ledger, client, check_mode=True)
+    outcome = dispatch(make_alert(**change), endpoint, ledger, client, check_mode=True)
     assert (outcome.changed, outcome.sent, outcome.attempts) == (changed, False, 0)
     assert outcome.previous.status == 'Alarm'
     assert opener.calls == []
@@ -233,9 +233,9 @@ def test_check_mode_reports_what_would_happen(ledger, endpoint, client, opener, 
 
 
 def test_check_mode_force(ledger, endpoint, client, opener, make_alert):
-    deliver(make_alert(), endpoint, ledger, client)
+    dispatch(make_alert(), endpoint, ledger, client)
     opener.calls.clear()
-    outcome = deliver(make_alert(), endpoint, ledger, client, force=True, check_mode=True)
+    outcome = dispatch(make_alert(), endpoint, ledger, client, force=True, check_mode=True)
     assert (outcome.changed, outcome.sent) == (True, False)
     assert opener.calls == []
 
@@ -247,18 +247,18 @@ def test_check_mode_force(ledger, endpoint, client, opener, make_alert):
 @pytest.mark.parametrize('status', [400, 401, 503])
 def test_delivery_error_leaves_the_ledger_unchanged(ledger, endpoint, client, opener, make_alert, recorded, status):
     if recorded:
-        deliver(make_alert(status='OK'), endpoint, ledger, client)
+        dispatch(make_alert(status='OK'), endpoint, ledger, client)
     before = snapshot(ledger, endpoint, make_alert().alert_id)
     opener.http_error(status, 'no', times=client.max_attempts if status == 503 else 1)
 
-    with pytest.raises(DeliveryError) as info:
-        deliver(make_alert(), endpoint, ledger, client)
+    with pytest.raises(SendError) as info:
+        dispatch(make_alert(), endpoint, ledger, client)
     assert info.value.http_status == status
     assert snapshot(ledger, endpoint, make_alert().alert_id) == before
 
     # The claim was released: the next attempt neither waits nor skips the alert.
     started = time.monotonic()
-    assert deliver(make_alert(), endpoint, ledger, client).sent is True
+    assert dispatch(make_alert(), endpoint, ledger, client).sent is True
     assert time.monotonic() - started < 1.0
 
 
@@ -269,7 +269,7 @@ def test_queued_identical_alert_is_delivered_once_by_the_task(ledger, endpoint, 
     # Queued is not acknowledged: the task that states the same alert delivers the queued entry,
     # and does not send its identical alert a second time.
     ledger.queue(endpoint.ledger_key, make_alert())
-    outcome = deliver(make_alert(), endpoint, ledger, client)
+    outcome = dispatch(make_alert(), endpoint, ledger, client)
     assert (outcome.changed, outcome.sent) == (True, True)
     assert outcome.previous.pending is True
     assert len(opener.calls) == 1
@@ -279,7 +279,7 @@ def test_queued_identical_alert_is_delivered_once_by_the_task(ledger, endpoint, 
 
 def test_queued_alert_is_reported_in_check_mode_without_a_request(ledger, endpoint, client, opener, make_alert):
     ledger.queue(endpoint.ledger_key, make_alert())
-    outcome = deliver(make_alert(), endpoint, ledger, client, check_mode=True)
+    outcome = dispatch(make_alert(), endpoint, ledger, client, check_mode=True)
     assert (outcome.changed, outcome.sent) == (True, False)
     assert opener.calls == []
     assert len(ledger.pending(endpoint.ledger_key)) == 1
@@ -287,20 +287,20 @@ def test_queued_alert_is_reported_in_check_mode_without_a_request(ledger, endpoi
 
 def test_queued_alarm_goes_before_its_ok(ledger, endpoint, client, opener, make_alert):
     ledger.queue(endpoint.ledger_key, make_alert(), hosts=['web01'])
-    outcome = deliver(make_alert(status='OK'), endpoint, ledger, client)
+    outcome = dispatch(make_alert(status='OK'), endpoint, ledger, client)
 
     assert [body['status'] for body in opener.bodies] == ['Alarm', 'OK']
     assert (outcome.changed, outcome.sent) == (True, True)
     assert ledger.pending(endpoint.ledger_key) == []
     assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'OK'
     # Idempotent afterwards.
-    assert deliver(make_alert(status='OK'), endpoint, ledger, client).sent is False
+    assert dispatch(make_alert(status='OK'), endpoint, ledger, client).sent is False
     assert len(opener.calls) == 2
 
 
 def test_queued_alerts_of_other_ids_are_left_for_the_callback(ledger, endpoint, client, opener, make_alert):
     ledger.queue(endpoint.ledger_key, make_alert(resource_id='db01'))
-    deliver(make_alert(), endpoint, ledger, client)
+    dispatch(make_alert(), endpoint, ledger, client)
     assert [body['resource_id'] for body in opener.bodies] == ['web01']
     assert len(ledger.pending(endpoint.ledger_key)) == 1
 
@@ -327,7 +327,7 @@ class SlowCountingClient:
         with self.sends.get_lock():
             self.sends.value += 1
         time.sleep(self.delay)
-        return Delivery(200, 1, 'ok')
+        return Acknowledgement(200, 1, 'ok')
 
 
 def _deliver_in_process(index, ledger_path, options, sends, delay, start, sent, started, finished):
@@ -337,7 +337,7 @@ def _deliver_in_process(index, ledger_path, options, sends, delay, start, sent, 
     with Ledger(ledger_path) as ledger:
         start.wait()
         started[index] = time.monotonic()
-        outcome = deliver(build_alert(options), endpoint, ledger, SlowCountingClient(sends, delay))
+        outcome = dispatch(build_alert(options), endpoint, ledger, SlowCountingClient(sends, delay))
         finished[index] = time.monotonic()
     sent[index] = 1 if outcome.sent else 0
     if outcome.changed != outcome.sent:
@@ -407,7 +407,7 @@ class SlowClient:
                 raise self.fail[key]
             with self._lock:
                 self.sent.append(key)
-            return Delivery(200, 1, '')
+            return Acknowledgement(200, 1, '')
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -446,7 +446,7 @@ def test_parallel_delivery_is_bounded_faster_and_keeps_each_alerts_order(ledger,
     sent = []
 
     started = time.monotonic()
-    deliver_queued(ThreadCheckingLedger(ledger), client, on_sent=lambda alert: sent.append(alert.alert_id), workers=8)
+    send_outbox(ThreadCheckingLedger(ledger), client, on_sent=lambda alert: sent.append(alert.alert_id), workers=8)
     elapsed = time.monotonic() - started
 
     assert 2 <= client.peak <= 8
@@ -461,10 +461,10 @@ def test_parallel_delivery_is_bounded_faster_and_keeps_each_alerts_order(ledger,
 
 def test_parallel_delivery_stops_starting_after_a_failure_and_an_ok_never_overtakes(ledger, endpoint, make_alert):
     queue_story(ledger, endpoint, make_alert)
-    client = SlowClient(endpoint, fail={('id-4', 'Alarm'): DeliveryError('HTTP 503', 503, 4)})
+    client = SlowClient(endpoint, fail={('id-4', 'Alarm'): SendError('HTTP 503', 503, 4)})
 
-    with pytest.raises(DeliveryError, match='^Alarm for id-4 was not delivered: HTTP 503$'):
-        deliver_queued(ledger, client, workers=4)
+    with pytest.raises(SendError, match='^Alarm for id-4 was not delivered: HTTP 503$'):
+        send_outbox(ledger, client, workers=4)
 
     assert ('id-4', 'OK') not in client.sent
     # Only what was already on its way when the failure came was sent; everything else waits, in order.
@@ -476,10 +476,10 @@ def test_parallel_delivery_stops_starting_after_a_failure_and_an_ok_never_overta
 
 def test_an_endpoint_that_is_down_gets_one_request_not_one_per_worker(ledger, endpoint, make_alert):
     queue_story(ledger, endpoint, make_alert)
-    client = SlowClient(endpoint, latency=0.01, fail={('id-0', 'Alarm'): DeliveryError('refused', None, 4)})
+    client = SlowClient(endpoint, latency=0.01, fail={('id-0', 'Alarm'): SendError('refused', None, 4)})
 
-    with pytest.raises(DeliveryError, match='^Alarm for id-0 was not delivered'):
-        deliver_queued(ledger, client, workers=16)
+    with pytest.raises(SendError, match='^Alarm for id-0 was not delivered'):
+        send_outbox(ledger, client, workers=16)
 
     assert client.peak == 1 and client.sent == []
     assert len(ledger.pending(endpoint.ledger_key)) == 60
@@ -489,7 +489,7 @@ def test_a_short_queue_goes_strictly_oldest_first(ledger, endpoint, make_alert):
     queue_story(ledger, endpoint, make_alert, alerts=4)
     client = SlowClient(endpoint, latency=0.01)
 
-    deliver_queued(ledger, client, workers=16)
+    send_outbox(ledger, client, workers=16)
 
     assert client.peak == 1
     assert client.sent == [('id-0', 'Alarm'), ('id-1', 'Alarm'), ('id-2', 'Alarm'), ('id-3', 'Alarm'),
@@ -499,9 +499,9 @@ def test_a_short_queue_goes_strictly_oldest_first(ledger, endpoint, make_alert):
 def test_parallel_delivery_drops_a_400_and_goes_on(ledger, endpoint, make_alert):
     queue_story(ledger, endpoint, make_alert, alerts=6)
     dropped = []
-    client = SlowClient(endpoint, latency=0.01, fail={('id-2', 'Alarm'): DeliveryError('HTTP 400: bad', 400, 1)})
+    client = SlowClient(endpoint, latency=0.01, fail={('id-2', 'Alarm'): SendError('HTTP 400: bad', 400, 1)})
 
-    deliver_queued(ledger, client, on_dropped=dropped.append, workers=4)
+    send_outbox(ledger, client, on_dropped=dropped.append, workers=4)
 
     assert dropped == ['Alarm for id-2 was refused and dropped: HTTP 400: bad']
     assert len(client.sent) == 8
@@ -513,7 +513,7 @@ def test_one_alert_id_is_delivered_in_order_whatever_the_workers(ledger, endpoin
         ledger.queue(endpoint.ledger_key, make_alert(alert_id='same', status=status, description=f'{status} {time.time()}'))
     client = SlowClient(endpoint, latency=0.01)
 
-    deliver_queued(ledger, client, workers=16)
+    send_outbox(ledger, client, workers=16)
 
     assert client.sent == [('same', 'Alarm'), ('same', 'OK'), ('same', 'Alarm'), ('same', 'OK')]
     assert client.peak == 1
