@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import typing as t
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ._alert import STATUS_ALARM, STATUS_OK, Alert
 from ._client import RETRY_AFTER_CAP, Acknowledgement, SendError, TemperstackClient
 from ._endpoint import Endpoint
-from ._ledger import Ledger, Queued, Record
+from ._ledger import Claim, Ledger, LedgerError, Queued, Record
 
 # How many deliveries to one endpoint the background sender runs at once when a backlog waits. Sent one after
 # another, a failure storm of 2,000 alerts at 100 ms per request takes 200 s, far beyond flush_timeout; 16 at
@@ -34,6 +35,8 @@ class Outcome(t.NamedTuple):
     attempts: int = 0
     # An OK held back by ``only_if_raised`` because the alert is not on record as Alarm.
     withheld: bool = False
+    # Why a send that Temperstack acknowledged could not be recorded (the next decision may send it again).
+    unrecorded: str = ''
 
 
 def is_news(alert: Alert, known: Record | None) -> bool:
@@ -63,7 +66,8 @@ def dispatch(
 
     With ``only_if_raised``, an OK is sent only for an alert on record as Alarm (``force`` does not
     override that); otherwise it is withheld, and nothing is sent or recorded.
-    Raises ``SendError`` when Temperstack did not acknowledge it; the ledger is then unchanged.
+    Raises ``SendError`` when Temperstack did not acknowledge it; the ledger is then unchanged. When Temperstack
+    acknowledged it but the ledger could not record it, the outcome says so in ``unrecorded``.
     """
     previous = ledger.lookup(endpoint.ledger_key, alert.alert_id)
     withheld = is_withheld(alert, previous, only_if_raised)
@@ -74,34 +78,41 @@ def dispatch(
     if check_mode or not wanted:
         return Outcome(alert, previous, changed=wanted, withheld=withheld)
 
-    with ledger.claim(endpoint.ledger_key, alert.alert_id, lease=claim_lease(client)) as current:
+    with ledger.claim(endpoint.ledger_key, alert.alert_id, lease=claim_lease(client)) as claim:
+        current = ledger.lookup(endpoint.ledger_key, alert.alert_id)
         outbox_ack = None
         if current is not None and current.pending:
             # Oldest first, so that an OK never reaches Temperstack before the Alarm it resolves.
-            outbox_ack = send_outbox(ledger, client, alert_id=alert.alert_id, on_dropped=warn)
+            outbox_ack = send_outbox(ledger, client, claim=claim, on_dropped=warn)
             current = ledger.lookup(endpoint.ledger_key, alert.alert_id)
         # Another fork may have sent this very alert (or an OK that resolved it) while we waited for the claim.
         withheld = is_withheld(alert, current, only_if_raised)
         if withheld or (not force and not is_news(alert, current)):
             if outbox_ack is not None:
-                return Outcome(
-                    alert, previous, True, True, outbox_ack.http_status, outbox_ack.attempts, withheld
-                )
+                return Outcome(alert, previous, True, True, outbox_ack.http_status, outbox_ack.attempts, withheld)
             return Outcome(alert, current, changed=False, withheld=withheld)
-        delivery = client.send(alert.payload)
-        ledger.record(endpoint.ledger_key, alert)
-    return Outcome(alert, current, True, True, delivery.http_status, delivery.attempts)
+        ack = client.send(alert.payload)
+        try:
+            ledger.record(endpoint.ledger_key, alert, claim=claim)
+        except LedgerError as exc:
+            return Outcome(alert, current, True, True, ack.http_status, ack.attempts, unrecorded=str(exc))
+    return Outcome(alert, current, True, True, ack.http_status, ack.attempts)
 
 
 def send_outbox(
     ledger: Ledger,
     client: TemperstackClient,
-    alert_id: str | None = None,
+    claim: Claim | None = None,
     on_sent: t.Callable[[Alert], None] | None = None,
     on_dropped: t.Callable[[str], None] | None = None,
     workers: int = 1,
 ) -> Acknowledgement | None:
-    """Deliver the outbox of the client's endpoint (only ``alert_id``'s entries, if given), oldest first.
+    """Deliver the outbox of the client's endpoint, each alert's entries oldest first, under that alert's claim.
+
+    A caller that holds an alert's ``claim`` gets only that alert's entries delivered. Otherwise every alert
+    whose claim this sender can take is delivered; an alert claimed by another sender (another run, a module
+    task, a delivery process that outlived its run) is left to it, so each alert's entries have one sender at a
+    time and an Alarm is never delivered after its OK.
 
     Stops at the first alert that cannot be delivered by raising its ``SendError``, so nothing
     overtakes it. An alert Temperstack refuses with HTTP 400 would be refused however often it is sent,
@@ -109,42 +120,95 @@ def send_outbox(
 
     With ``workers`` > 1 and a backlog of more than ``workers`` entries, once one delivery has got through,
     up to ``workers`` alerts are delivered at once, each alert's entries still one after another in the order
-    they were queued (an OK never overtakes its Alarm), started oldest first. After a failure no new delivery
-    starts; the ledger is written by the calling thread only. A short queue, and an endpoint that is down
-    (it gets one request, not one per worker), are served one entry at a time, strictly oldest first.
+    they were queued, started oldest first. After a failure no new delivery starts; the ledger is written by
+    the calling thread only. A short queue, and an endpoint that is down (it gets one request, not one per
+    worker), are served one alert at a time, oldest first.
     """
-    endpoint_key = client.endpoint.ledger_key
-    pending = [q for q in ledger.pending(endpoint_key) if alert_id is None or q.alert.alert_id == alert_id]
+    if claim is not None:
+        last = None
+        for queued in ledger.pending(claim.endpoint, claim.alert_id):
+            last = _send_entry(ledger, client, claim, queued, on_sent, on_dropped) or last
+        return last
+    backlog = ledger.pending(client.endpoint.ledger_key)
+    chains = _Chains(ledger, client)
     last = None
-    for index, queued in enumerate(pending):
-        rest = pending[index:]
-        if workers > 1 and last is not None and len(rest) > workers:
-            return _deliver_in_parallel(ledger, client, rest, workers, on_sent, on_dropped) or last
-        try:
-            last = client.send(queued.alert.payload)
-        except SendError as exc:
-            if exc.http_status != 400:
-                raise _not_delivered(queued, exc) from None
-            _drop(ledger, queued, exc, on_dropped)
-            continue
-        ledger.delivered(endpoint_key, queued)
-        if on_sent is not None:
-            on_sent(queued.alert)
+    try:
+        for index, queued in enumerate(backlog):
+            if workers > 1 and last is not None and len(backlog) - index > workers:
+                rest = list(dict.fromkeys(entry.alert.alert_id for entry in backlog[index:]))
+                chains.release()
+                return _send_in_parallel(ledger, client, rest, workers, on_sent, on_dropped) or last
+            chain_claim = chains.claim_for(queued)
+            if chain_claim is not None:
+                last = _send_entry(ledger, client, chain_claim, queued, on_sent, on_dropped) or last
+    finally:
+        chains.release()
     return last
 
 
-def _deliver_in_parallel(
+class _Chains:
+    """The claims one pass over the outbox holds, taken when it reaches each alert's first entry."""
+
+    def __init__(self, ledger: Ledger, client: TemperstackClient) -> None:
+        self._ledger = ledger
+        self._client = client
+        self._claims: dict[str, Claim | None] = {}
+        self._entries: dict[str, set[int]] = {}
+
+    def claim_for(self, queued: Queued) -> Claim | None:
+        """The claim to send ``queued`` under, or None if another sender has its alert or has delivered it."""
+        alert_id = queued.alert.alert_id
+        if alert_id not in self._claims:
+            endpoint_key = self._client.endpoint.ledger_key
+            claim = self._ledger.try_claim(endpoint_key, alert_id, claim_lease(self._client))
+            self._claims[alert_id] = claim
+            if claim is not None:
+                # Read again under the claim: what another sender delivered meanwhile must not be sent again.
+                self._entries[alert_id] = {entry.seq for entry in self._ledger.pending(endpoint_key, alert_id)}
+        claim = self._claims[alert_id]
+        return claim if claim is not None and queued.seq in self._entries[alert_id] else None
+
+    def release(self) -> None:
+        for claim in self._claims.values():
+            if claim is not None:
+                _release(self._ledger, claim)
+        self._claims.clear()
+
+
+def _send_entry(
     ledger: Ledger,
     client: TemperstackClient,
-    pending: list[Queued],
+    claim: Claim,
+    queued: Queued,
+    on_sent: t.Callable[[Alert], None] | None,
+    on_dropped: t.Callable[[str], None] | None,
+) -> Acknowledgement | None:
+    """Send one outbox entry under its alert's claim, renewed first so that no one takes it over mid-request."""
+    ledger.renew(claim)
+    try:
+        ack = client.send(queued.alert.payload)
+    except SendError as exc:
+        if exc.http_status != 400:
+            raise _not_delivered(queued, exc) from None
+        _drop(ledger, queued, exc, on_dropped, claim)
+        return None
+    if on_sent is not None:
+        on_sent(queued.alert)
+    ledger.delivered(claim.endpoint, queued, claim)
+    return ack
+
+
+def _send_in_parallel(
+    ledger: Ledger,
+    client: TemperstackClient,
+    chains: list[str],
     workers: int,
     on_sent: t.Callable[[Alert], None] | None,
     on_dropped: t.Callable[[str], None] | None,
 ) -> Acknowledgement | None:
-    # One chain per alert, in the order of its oldest entry; a chain is delivered by one thread, in order.
-    chains: dict[str, list[Queued]] = {}
-    for queued in pending:
-        chains.setdefault(queued.alert.alert_id, []).append(queued)
+    # One thread per alert chain at a time; the chain is claimed and read by this thread just before it starts,
+    # and every ledger write happens here, in the order the sends were acknowledged.
+    endpoint_key = client.endpoint.ledger_key
     outcomes: queue.Queue = queue.Queue()
     stop = threading.Event()
     done = object()
@@ -165,40 +229,68 @@ def _deliver_in_parallel(
             stop.set()
             outcomes.put((None, None, exc))
         finally:
-            outcomes.put((done, None, None))
+            outcomes.put((done, chain[0].alert.alert_id, None))
 
-    endpoint_key = client.endpoint.ledger_key
+    waiting = list(chains)
+    claims: dict[str, Claim] = {}
     last: Acknowledgement | None = None
     failure: tuple[Queued, SendError] | None = None
     unexpected: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=min(workers, len(chains)), thread_name_prefix='temperstack-delivery') as pool:
-        for chain in chains.values():
-            pool.submit(run, chain)
-        finished = 0
+    with ThreadPoolExecutor(max_workers=min(workers, len(chains)), thread_name_prefix='temperstack-outbox') as pool:
         try:
-            while finished < len(chains):
-                queued, delivery, exc = outcomes.get()
+            while True:
+                while waiting and len(claims) < workers and not stop.is_set():
+                    _start_chain(ledger, client, waiting.pop(0), claims, lambda chain: pool.submit(run, chain))
+                if not claims:
+                    break
+                queued, ack, exc = outcomes.get()
                 if queued is done:
-                    finished += 1
-                elif exc is None:
-                    ledger.delivered(endpoint_key, queued)
-                    last = delivery
-                    if on_sent is not None:
-                        on_sent(queued.alert)
+                    _release(ledger, claims.pop(ack))
                 elif queued is None:
                     unexpected = unexpected or exc
+                elif exc is None:
+                    last = ack
+                    if on_sent is not None:
+                        on_sent(queued.alert)
+                    ledger.delivered(endpoint_key, queued, claims[queued.alert.alert_id])
                 elif exc.http_status == 400:
-                    _drop(ledger, queued, exc, on_dropped)
+                    _drop(ledger, queued, exc, on_dropped, claims[queued.alert.alert_id])
                 elif failure is None or queued.seq < failure[0].seq:
                     failure = (queued, exc)
         except BaseException:
             stop.set()  # the ledger failed: start nothing more; the pool waits for what is on its way
+            for claim in claims.values():
+                _release(ledger, claim)
             raise
     if unexpected is not None:
         raise unexpected
     if failure is not None:
         raise _not_delivered(*failure)
     return last
+
+
+def _start_chain(
+    ledger: Ledger,
+    client: TemperstackClient,
+    alert_id: str,
+    claims: dict[str, Claim],
+    submit: t.Callable[[list[Queued]], t.Any],
+) -> None:
+    endpoint_key = client.endpoint.ledger_key
+    claim = ledger.try_claim(endpoint_key, alert_id, claim_lease(client))
+    if claim is None:
+        return  # another sender has this alert
+    chain = ledger.pending(endpoint_key, alert_id)
+    if not chain:
+        _release(ledger, claim)
+        return
+    claims[alert_id] = claim
+    submit(chain)
+
+
+def _release(ledger: Ledger, claim: Claim) -> None:
+    with contextlib.suppress(LedgerError):
+        ledger.release(claim)
 
 
 def _not_delivered(queued: Queued, exc: SendError) -> SendError:
@@ -209,12 +301,21 @@ def _not_delivered(queued: Queued, exc: SendError) -> SendError:
     )
 
 
-def _drop(ledger: Ledger, queued: Queued, exc: SendError, on_dropped: t.Callable[[str], None] | None) -> None:
-    ledger.discard(queued)
+def _drop(
+    ledger: Ledger,
+    queued: Queued,
+    exc: SendError,
+    on_dropped: t.Callable[[str], None] | None,
+    claim: Claim,
+) -> None:
+    ledger.discard(queued, claim)
     if on_dropped is not None:
         on_dropped(f'{queued.alert.status} for {queued.alert.alert_id} was refused and dropped: {exc.message}')
 
 
 def claim_lease(client: TemperstackClient) -> float:
-    """The longest one send can take, so a claim outlives its holder's work but not its holder."""
+    """The longest one send can take, so a claim outlives its holder's work but not its holder.
+
+    Every ledger write made under a claim renews it, so a chain of several entries keeps it from send to send.
+    """
     return client.max_attempts * (client.timeout + RETRY_AFTER_CAP) + 5.0

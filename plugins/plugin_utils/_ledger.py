@@ -23,17 +23,25 @@ import stat
 import time
 import typing as t
 import uuid
+from urllib.parse import quote
 
 from ._alert import Alert
 
 DEFAULT_LEDGER_PATH = os.path.join('~', '.ansible', 'temperstack', 'ledger.sqlite3')
 LEDGER_PATH_ENV = 'TEMPERSTACK_LEDGER_PATH'
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Resolved alerts are forgotten after this long; forgetting one only means a later OK for it is resent.
 RETENTION_SECONDS = 90 * 24 * 3600
 PRUNE_INTERVAL_SECONDS = 24 * 3600
 BUSY_TIMEOUT_SECONDS = 30.0
 CLAIM_POLL_SECONDS = 0.05
+# How long a failure held by a running playbook stays held without being renewed. The run's delivery process
+# renews it a few times per lease, and releases it at once when the run ends without saying so.
+HOLD_LEASE_SECONDS = 120.0
+# SQLite's primary result codes for a file that is not (or no longer) a database. Anything else (a full disk,
+# an I/O error, a read-only file) leaves the file alone: moving it aside would forget every open Alarm.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -61,7 +69,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     fingerprint TEXT NOT NULL,
     payload TEXT NOT NULL,
     hosts TEXT NOT NULL DEFAULT '[]',
-    queued REAL NOT NULL
+    queued REAL NOT NULL,
+    hold_token TEXT,
+    hold_owner TEXT,
+    hold_until REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_endpoint ON outbox (endpoint, seq);
 CREATE TABLE IF NOT EXISTS meta (
@@ -69,10 +80,36 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+# From schema 1: failures held by a running playbook (see Ledger.hold).
+_MIGRATIONS = {
+    1: (
+        'ALTER TABLE outbox ADD COLUMN hold_token TEXT',
+        'ALTER TABLE outbox ADD COLUMN hold_owner TEXT',
+        'ALTER TABLE outbox ADD COLUMN hold_until REAL',
+    ),
+}
+# An outbox entry is deliverable unless a live run still holds it.
+_DELIVERABLE = '(hold_until IS NULL OR hold_until <= ?)'
 
 
 class LedgerError(Exception):
     """The ledger cannot be used; the message says which file and why."""
+
+
+class LeaseLost(LedgerError):
+    """Another sender took over an alert whose claim had expired: this one must stop writing for it."""
+
+
+class Claim(t.NamedTuple):
+    """The right to send one alert, and so to write its record and its outbox entries, for ``lease`` seconds.
+
+    Every write made under a claim checks that the claim is still this one (fencing), and renews it.
+    """
+
+    endpoint: str
+    alert_id: str
+    token: str
+    lease: float
 
 
 class Record(t.NamedTuple):
@@ -103,29 +140,30 @@ class Ledger:
     """One SQLite file shared by every fork and plugin on a controller.
 
     Every write is a short ``BEGIN IMMEDIATE`` transaction in WAL mode; no transaction is ever held
-    across a network call. Forks that decide the same alert at once are serialised by a claim row
-    with a lease, so the alert is sent once while distinct alerts still go out in parallel.
+    across a network call. Everything sent for one alert is sent under its claim, a row with a lease:
+    forks and processes that decide the same alert at once send it once, each alert's outbox entries have
+    one sender at a time, and distinct alerts still go out in parallel.
     """
 
     def __init__(
         self,
         path: str | None = None,
         warn: t.Callable[[str], None] | None = None,
-        create: bool = True,
+        read_only: bool = False,
     ) -> None:
-        """Open (or, with ``create``, create) the ledger at ``path``.
+        """Open (or create) the ledger at ``path``.
 
-        With ``create=False`` a missing ledger reads as empty and nothing is written to disk, which is
-        what check mode needs.
+        With ``read_only`` (check mode) nothing on disk is created or changed: a missing ledger reads as empty,
+        and an existing one is opened read-only, with no change to its mode, journal or schema.
         """
         self.path = os.path.abspath(os.path.expanduser(path or default_ledger_path()))
         self._warn = warn or (lambda message: None)
+        self._holds = True
         _check_file_name(self.path)
-        if create or os.path.exists(self.path):
-            self._conn = self._open()
+        if read_only:
+            self._conn = self._open_read_only()
         else:
-            self._conn = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)
-            _create_schema(self._conn)
+            self._conn = self._open()
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -138,6 +176,8 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             if _is_busy(exc):
                 raise LedgerError(f'the ledger {self.path} is locked by another process: {exc}') from None
+            if not _is_corrupt(exc):
+                raise LedgerError(f'the ledger {self.path} cannot be used: {exc}') from None
             aside = self._move_aside()
             self._warn(
                 f'the ledger {self.path} could not be read ({exc}); it was moved to {aside} and a new, '
@@ -147,6 +187,30 @@ class Ledger:
                 return self._connect()
             except sqlite3.DatabaseError as again:
                 raise LedgerError(f'cannot start a new ledger at {self.path}: {again}') from None
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not os.path.exists(self.path):
+            return _empty_ledger()
+        if os.path.isdir(self.path):
+            raise LedgerError(f'the ledger path {self.path} is a directory; set ledger_path to a file name')
+        self._check_owner()
+        try:
+            conn = sqlite3.connect(
+                f'file:{quote(self.path)}?mode=ro', uri=True, timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None, check_same_thread=False,
+            )
+            version = conn.execute('PRAGMA user_version').fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f'the ledger {self.path} cannot be read: {exc}') from None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise LedgerError(self._newer_schema_message(version))
+        if version == 0:
+            # An empty file: the first real run makes it a ledger.
+            conn.close()
+            return _empty_ledger()
+        self._holds = version >= 2
+        return conn
 
     def _prepare_directory(self) -> None:
         directory = os.path.dirname(self.path)
@@ -179,10 +243,7 @@ class Ledger:
             conn.execute('PRAGMA synchronous=NORMAL')
             version = conn.execute('PRAGMA user_version').fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f'the ledger {self.path} was written by a newer temperstack.alerting '
-                    f'(schema {version}); upgrade the collection or set ledger_path to another file'
-                )
+                raise LedgerError(self._newer_schema_message(version))
             if version < SCHEMA_VERSION:
                 _create_schema(conn)
             # Reads the table's first page, so an unreadable file is found here (and moved aside by _open).
@@ -193,18 +254,47 @@ class Ledger:
             raise
         return conn
 
+    def _newer_schema_message(self, version: int) -> str:
+        return (
+            f'the ledger {self.path} was written by a newer temperstack.alerting '
+            f'(schema {version}); upgrade the collection or set ledger_path to another file'
+        )
+
     def _create_private_file(self) -> None:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
+            self._check_owner()
             mode = stat.S_IMODE(os.stat(self.path).st_mode)
             if mode & 0o077:
-                with contextlib.suppress(OSError):
+                try:
                     os.chmod(self.path, 0o600)
+                except OSError as exc:
+                    raise LedgerError(
+                        f'the ledger {self.path} can be read by others (mode {mode:04o}) and cannot be made private: '
+                        f'{exc.strerror or exc}; run chmod 600 {self.path}'
+                    ) from None
             return
         except OSError as exc:
             raise LedgerError(f'cannot create the ledger {self.path}: {exc.strerror or exc}') from None
         os.close(fd)
+
+    def _check_owner(self) -> None:
+        """Refuse a ledger file that another user owns, as ssh refuses such a key file.
+
+        Whoever owns the file can rewrite what it says Temperstack holds, and read or replace the outbox.
+        """
+        try:
+            owner = os.stat(self.path).st_uid
+        except OSError as exc:
+            raise LedgerError(f'cannot read the ledger {self.path}: {exc.strerror or exc}') from None
+        me = os.geteuid()
+        if owner != me:
+            raise LedgerError(
+                f'the ledger {self.path} belongs to another user (uid {owner}, you are uid {me}), who could change '
+                f'what it holds; use a ledger of your own (set ledger_path), or, if the file is yours, '
+                f'take it over with: chown {me} {self.path}'
+            )
 
     def _move_aside(self) -> str:
         aside = f'{self.path}.corrupt-{time.strftime("%Y%m%dT%H%M%S")}-{os.getpid()}'
@@ -229,47 +319,98 @@ class Ledger:
     # -- the interface the plugins use -----------------------------------------------------------
 
     def lookup(self, endpoint: str, alert_id: str) -> Record | None:
-        """The alert's current state: the newest undelivered entry if one waits, else the last acknowledged."""
+        """The alert's current state: the newest deliverable outbox entry if one waits, else the last acknowledged.
+
+        Failures a running playbook still holds (``hold``) are not yet part of the state.
+        """
         return self._guard(self._lookup, endpoint, alert_id)
 
     @contextlib.contextmanager
-    def claim(self, endpoint: str, alert_id: str, lease: float) -> t.Iterator[Record | None]:
-        """Hold the right to send ``alert_id`` for at most ``lease`` seconds; yields its current state.
+    def claim(self, endpoint: str, alert_id: str, lease: float) -> t.Iterator[Claim]:
+        """Hold the right to send ``alert_id`` for ``lease`` seconds, renewed by every write made under it.
 
-        A fork that finds the alert claimed waits for the claim to be released (or to expire, should
-        its holder have died) and then sees what the holder recorded.
+        A process that finds the alert claimed waits for the claim to be released (or to expire, should
+        its holder have died); ``lookup`` then shows what the holder recorded.
         """
-        token = uuid.uuid4().hex
         deadline = time.monotonic() + lease + BUSY_TIMEOUT_SECONDS
-        while not self._guard(self._try_claim, endpoint, alert_id, token, lease):
+        while True:
+            claim = self.try_claim(endpoint, alert_id, lease)
+            if claim is not None:
+                break
             if time.monotonic() > deadline:
                 raise LedgerError(f'alert {alert_id} stayed claimed by another process for over {lease:g} s')
             time.sleep(CLAIM_POLL_SECONDS)
         try:
-            yield self.lookup(endpoint, alert_id)
+            yield claim
         finally:
             with contextlib.suppress(LedgerError):
-                self._guard(self._release, endpoint, alert_id, token)
+                self.release(claim)
 
-    def record(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = ()) -> None:
-        """Remember that Temperstack acknowledged ``alert``. Call only after a 2xx."""
-        self._guard(self._record, endpoint, alert, tuple(hosts))
+    def try_claim(self, endpoint: str, alert_id: str, lease: float) -> Claim | None:
+        """The alert's claim, or None at once if another process holds it."""
+        claim = Claim(endpoint, alert_id, uuid.uuid4().hex, lease)
+        return claim if self._guard(self._try_claim, claim) else None
+
+    def release(self, claim: Claim) -> None:
+        self._guard(self._release, claim)
+
+    def renew(self, claim: Claim) -> None:
+        """Extend ``claim`` by its lease before a send; raises ``LeaseLost`` if it is no longer this one."""
+        self._guard(self._renew, claim)
+
+    def record(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = (), claim: Claim | None = None) -> None:
+        """Remember that Temperstack acknowledged ``alert``. Call only after a 2xx, under the alert's claim.
+
+        Raises ``LeaseLost`` if the claim has passed to another process, which then decides what is on record.
+        """
+        self._guard(self._record, endpoint, alert, tuple(hosts), claim)
 
     def queue(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = ()) -> int:
         """Keep an alert in the outbox until it is delivered, in order, by ``pending``/``delivered``."""
         return self._guard(self._queue, endpoint, alert, tuple(hosts))
 
-    def discard(self, queued: Queued) -> None:
+    def hold(self, endpoint: str, alert: Alert, hosts: t.Iterable[str], token: str, owner: str) -> None:
+        """Keep a failure a running playbook has seen, durably, before it is decided what to send for it.
+
+        A held entry replaces the run's earlier held entry for the same alert. It is not sent, nor part of the
+        alert's state, while the run holds it: the run ``settle``s it when its unit ends. If the run never does
+        (killed, interrupted), the hold is released (``release_holds``, ``release_stale_holds``) or expires,
+        and the entry is delivered like any other.
+        """
+        self._guard(self._hold, endpoint, alert, tuple(hosts), token, owner)
+
+    def settle(self, endpoint: str, alert_id: str, token: str, alert: Alert | None, hosts: t.Iterable[str] = ()) -> None:
+        """Replace the run's held entry for ``alert_id`` by ``alert`` (queued for delivery) or, if None, by nothing."""
+        self._guard(self._settle, endpoint, alert_id, token, alert, tuple(hosts))
+
+    def renew_holds(self, token: str, lease: float = HOLD_LEASE_SECONDS) -> int:
+        """Extend the holds of a run that is still going; returns how many it holds."""
+        return self._guard(self._renew_holds, token, lease)
+
+    def release_holds(self, token: str) -> int:
+        """Make what a run held deliverable now (the run ended without settling it); returns how many."""
+        return self._guard(self._release_holds, token)
+
+    def release_stale_holds(self, host: str, is_alive: t.Callable[[int], bool]) -> int:
+        """Release the holds of runs on ``host`` whose process is gone (killed with SIGKILL, say)."""
+        return self._guard(self._release_stale_holds, host, is_alive)
+
+    def discard(self, queued: Queued, claim: Claim | None = None) -> None:
         """Drop a queued alert that Temperstack will never accept."""
-        self._guard(self._discard, queued)
+        self._guard(self._discard, queued, claim)
 
-    def pending(self, endpoint: str) -> list[Queued]:
-        """Undelivered alerts for ``endpoint``, oldest first."""
-        return self._guard(self._pending, endpoint)
+    def pending(self, endpoint: str, alert_id: str | None = None) -> list[Queued]:
+        """Undelivered alerts for ``endpoint`` (only ``alert_id``'s, if given), oldest first; not those held."""
+        return self._guard(self._pending, endpoint, alert_id)
 
-    def delivered(self, endpoint: str, queued: Queued) -> None:
-        """A queued alert reached Temperstack: record it and take it out of the outbox, atomically."""
-        self._guard(self._delivered, endpoint, queued)
+    def delivered(self, endpoint: str, queued: Queued, claim: Claim | None = None) -> bool:
+        """A queued alert reached Temperstack: record it and take it out of the outbox, atomically.
+
+        Under ``claim`` (the sender's): raises ``LeaseLost`` if another process has taken the claim over. An entry
+        that is no longer in the outbox was delivered by another sender, and recording it could overwrite a
+        newer record: then nothing is written and the result is False.
+        """
+        return self._guard(self._delivered, endpoint, queued, claim)
 
     def prune(self, retention: float = RETENTION_SECONDS, now: float | None = None) -> int:
         """Forget resolved alerts older than ``retention`` seconds; returns how many were forgotten."""
@@ -286,11 +427,16 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerError(f'the ledger {self.path} failed: {exc}') from None
 
+    def _deliverable(self) -> tuple[str, tuple[float, ...]]:
+        # A read-only view of a schema-1 ledger has no holds.
+        return (f' AND {_DELIVERABLE}', (time.time(),)) if self._holds else ('', ())
+
     def _lookup(self, endpoint: str, alert_id: str) -> Record | None:
+        deliverable, now = self._deliverable()
         row = self._conn.execute(
-            'SELECT status, fingerprint, payload, queued, hosts FROM outbox WHERE endpoint = ? AND alert_id = ? '
-            'ORDER BY seq DESC LIMIT 1',
-            (endpoint, alert_id),
+            'SELECT status, fingerprint, payload, queued, hosts FROM outbox WHERE endpoint = ? AND alert_id = ?'
+            f'{deliverable} ORDER BY seq DESC LIMIT 1',
+            (endpoint, alert_id, *now),
         ).fetchone()
         if row is not None:
             return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], True, tuple(json.loads(row[4])))
@@ -302,28 +448,47 @@ class Ledger:
             return None
         return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], False, tuple(json.loads(row[4])))
 
-    def _try_claim(self, endpoint: str, alert_id: str, token: str, lease: float) -> bool:
+    def _try_claim(self, claim: Claim) -> bool:
         now = time.time()
         with _immediate(self._conn):
             row = self._conn.execute(
-                'SELECT expires FROM claims WHERE endpoint = ? AND alert_id = ?', (endpoint, alert_id)
+                'SELECT expires FROM claims WHERE endpoint = ? AND alert_id = ?', (claim.endpoint, claim.alert_id)
             ).fetchone()
             if row is not None and row[0] > now:
                 return False
             self._conn.execute(
                 'INSERT OR REPLACE INTO claims (endpoint, alert_id, token, expires) VALUES (?, ?, ?, ?)',
-                (endpoint, alert_id, token, now + lease),
+                (claim.endpoint, claim.alert_id, claim.token, now + claim.lease),
             )
         return True
 
-    def _release(self, endpoint: str, alert_id: str, token: str) -> None:
+    def _release(self, claim: Claim) -> None:
         with _immediate(self._conn):
             self._conn.execute(
-                'DELETE FROM claims WHERE endpoint = ? AND alert_id = ? AND token = ?', (endpoint, alert_id, token)
+                'DELETE FROM claims WHERE endpoint = ? AND alert_id = ? AND token = ?',
+                (claim.endpoint, claim.alert_id, claim.token),
             )
 
-    def _record(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> None:
+    def _renew(self, claim: Claim) -> None:
         with _immediate(self._conn):
+            self._fence(claim)
+
+    def _fence(self, claim: Claim | None) -> None:
+        """Inside a write transaction: go on only if ``claim`` is still the alert's claim, and renew it."""
+        if claim is None:
+            return
+        cursor = self._conn.execute(
+            'UPDATE claims SET expires = ? WHERE endpoint = ? AND alert_id = ? AND token = ?',
+            (time.time() + claim.lease, claim.endpoint, claim.alert_id, claim.token),
+        )
+        if cursor.rowcount != 1:
+            raise LeaseLost(
+                f'the claim on alert {claim.alert_id} expired and passed to another sender; this one stops'
+            )
+
+    def _record(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], claim: Claim | None) -> None:
+        with _immediate(self._conn):
+            self._fence(claim)
             self._upsert(endpoint, alert, hosts)
 
     def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> None:
@@ -334,30 +499,82 @@ class Ledger:
              time.time()),
         )
 
+    def _insert_entry(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], hold: tuple[t.Any, ...] = (None,) * 3) -> int:
+        cursor = self._conn.execute(
+            'INSERT INTO outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued, '
+            'hold_token, hold_owner, hold_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+             time.time(), *hold),
+        )
+        return int(cursor.lastrowid or 0)
+
     def _queue(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> int:
         with _immediate(self._conn):
-            cursor = self._conn.execute(
-                'INSERT INTO outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued) '
-                'VALUES (?, ?, ?, ?, ?, ?, ?)',
-                (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
-                 time.time()),
-            )
-            return int(cursor.lastrowid or 0)
+            return self._insert_entry(endpoint, alert, hosts)
 
-    def _pending(self, endpoint: str) -> list[Queued]:
+    def _hold(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], token: str, owner: str) -> None:
+        with _immediate(self._conn):
+            self._drop_held(endpoint, alert.alert_id, token)
+            self._insert_entry(endpoint, alert, hosts, (token, owner, time.time() + HOLD_LEASE_SECONDS))
+
+    def _settle(self, endpoint: str, alert_id: str, token: str, alert: Alert | None, hosts: tuple[str, ...]) -> None:
+        with _immediate(self._conn):
+            self._drop_held(endpoint, alert_id, token)
+            if alert is not None:
+                self._insert_entry(endpoint, alert, hosts)
+
+    def _drop_held(self, endpoint: str, alert_id: str, token: str) -> None:
+        self._conn.execute(
+            'DELETE FROM outbox WHERE endpoint = ? AND alert_id = ? AND hold_token = ?', (endpoint, alert_id, token)
+        )
+
+    def _renew_holds(self, token: str, lease: float) -> int:
+        with _immediate(self._conn):
+            return self._conn.execute(
+                'UPDATE outbox SET hold_until = ? WHERE hold_token = ?', (time.time() + lease, token)
+            ).rowcount
+
+    def _release_holds(self, token: str) -> int:
+        with _immediate(self._conn):
+            return self._conn.execute(
+                'UPDATE outbox SET hold_token = NULL, hold_owner = NULL, hold_until = NULL WHERE hold_token = ?', (token,)
+            ).rowcount
+
+    def _release_stale_holds(self, host: str, is_alive: t.Callable[[int], bool]) -> int:
+        owners = self._conn.execute(
+            'SELECT DISTINCT hold_token, hold_owner FROM outbox WHERE hold_token IS NOT NULL AND hold_until > ?',
+            (time.time(),),
+        ).fetchall()
+        released = 0
+        for token, owner in owners:
+            owner_host, _sep, pid = (owner or '').rpartition(':')
+            if owner_host == host and pid.isdigit() and not is_alive(int(pid)):
+                released += self._release_holds(token)
+        return released
+
+    def _pending(self, endpoint: str, alert_id: str | None) -> list[Queued]:
+        deliverable, now = self._deliverable()
+        if alert_id is None:
+            where, args = 'endpoint = ?', (endpoint,)
+        else:
+            where, args = 'endpoint = ? AND alert_id = ?', (endpoint, alert_id)
         rows = self._conn.execute(
-            'SELECT seq, payload, hosts FROM outbox WHERE endpoint = ? ORDER BY seq', (endpoint,)
+            f'SELECT seq, payload, hosts FROM outbox WHERE {where}{deliverable} ORDER BY seq', (*args, *now)
         ).fetchall()
         return [Queued(seq, Alert(json.loads(payload)), tuple(json.loads(hosts))) for seq, payload, hosts in rows]
 
-    def _discard(self, queued: Queued) -> None:
+    def _discard(self, queued: Queued, claim: Claim | None) -> None:
         with _immediate(self._conn):
+            self._fence(claim)
             self._conn.execute('DELETE FROM outbox WHERE seq = ?', (queued.seq,))
 
-    def _delivered(self, endpoint: str, queued: Queued) -> None:
+    def _delivered(self, endpoint: str, queued: Queued, claim: Claim | None) -> bool:
         with _immediate(self._conn):
-            self._conn.execute('DELETE FROM outbox WHERE seq = ?', (queued.seq,))
+            self._fence(claim)
+            if self._conn.execute('DELETE FROM outbox WHERE seq = ?', (queued.seq,)).rowcount != 1:
+                return False
             self._upsert(endpoint, queued.alert, queued.hosts)
+            return True
 
     def _prune(self, retention: float, now: float) -> int:
         with _immediate(self._conn):
@@ -463,9 +680,23 @@ def _use_wal(conn: sqlite3.Connection) -> None:
 def _create_schema(conn: sqlite3.Connection) -> None:
     # executescript() would commit any open transaction first, so statements go one by one.
     with _immediate(conn):
+        version = conn.execute('PRAGMA user_version').fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return  # another process created or upgraded it while this one waited for the lock
+        # A new ledger (version 0) gets the whole schema below; an older one first gets what it lacks.
+        for old in range(version, SCHEMA_VERSION) if version else ():
+            for statement in _MIGRATIONS.get(old, ()):
+                conn.execute(statement)
         for statement in filter(None, (part.strip() for part in _SCHEMA.split(';'))):
             conn.execute(statement)
         conn.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
+
+
+def _empty_ledger() -> sqlite3.Connection:
+    """An empty ledger in memory: what check mode reads when there is no ledger on disk yet."""
+    conn = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)
+    _create_schema(conn)
+    return conn
 
 
 def _check_file_name(path: str) -> None:
@@ -482,6 +713,14 @@ def _dumps(value: t.Any) -> str:
     # ASCII with \u escapes: a host name with undecodable bytes (a lone surrogate) is stored and read back as it
     # is, where SQLite would refuse it as text (UnicodeEncodeError).
     return json.dumps(value, sort_keys=True)
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, 'sqlite_errorcode', None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc).lower()
+    return 'not a database' in text or 'malformed' in text
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

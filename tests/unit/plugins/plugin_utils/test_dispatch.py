@@ -210,7 +210,7 @@ def test_is_withheld():
 @pytest.mark.parametrize('force', [False, True])
 def test_check_mode_on_a_missing_ledger_sends_and_writes_nothing(tmp_path, endpoint, client, opener, make_alert, force):
     path = tmp_path / 'state' / 'ledger.sqlite3'
-    with Ledger(str(path), create=False) as ledger:
+    with Ledger(str(path), read_only=True) as ledger:
         outcome = dispatch(make_alert(), endpoint, ledger, client, force=force, check_mode=True)
     assert outcome._replace(alert=None) == Outcome(None, None, changed=True)
     assert opener.calls == []
@@ -387,6 +387,10 @@ def test_distinct_alerts_go_out_in_parallel(fork_context, ledger_path, alert_arg
 class SlowClient:
     """A Temperstack that takes ``latency`` seconds per request; records what ran at once and in which order."""
 
+    # What claim_lease() reads of a TemperstackClient.
+    max_attempts = 1
+    timeout = 1
+
     def __init__(self, endpoint, latency=0.05, fail=None):
         self.endpoint = endpoint
         self.latency = latency
@@ -422,7 +426,7 @@ class ThreadCheckingLedger:
 
     def __getattr__(self, name):
         attribute = getattr(self._ledger, name)
-        if name in ('delivered', 'discard', 'record', 'queue'):
+        if name in ('delivered', 'discard', 'record', 'queue', 'try_claim', 'release', 'renew'):
             def checked(*args, **kwargs):
                 assert threading.get_ident() == self._thread, f'ledger.{name} called from a worker thread'
                 return attribute(*args, **kwargs)

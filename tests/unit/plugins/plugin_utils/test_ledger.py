@@ -229,9 +229,9 @@ def test_ledger_path_from_environment(monkeypatch, tmp_path):
 
 def test_tilde_and_relative_paths_are_resolved(isolated_environment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with Ledger('~/custom/ledger.sqlite3', create=False) as ledger:
+    with Ledger('~/custom/ledger.sqlite3', read_only=True) as ledger:
         assert ledger.path == str(isolated_environment / 'custom' / 'ledger.sqlite3')
-    with Ledger('relative.sqlite3', create=False) as ledger:
+    with Ledger('relative.sqlite3', read_only=True) as ledger:
         assert ledger.path == str(tmp_path / 'relative.sqlite3')
 
 
@@ -381,10 +381,10 @@ def test_ledger_of_a_newer_collection_is_refused_not_replaced(ledger_path):
     assert os.listdir(os.path.dirname(ledger_path)) == ['ledger.sqlite3']
 
 
-def test_missing_ledger_without_create_writes_nothing(tmp_path, endpoint, make_alert):
+def test_missing_ledger_read_only_writes_nothing(tmp_path, endpoint, make_alert):
     before = sorted(os.listdir(tmp_path))
     path = tmp_path / 'state' / 'ledger.sqlite3'
-    with Ledger(str(path), create=False) as ledger:
+    with Ledger(str(path), read_only=True) as ledger:
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id) is None
         assert ledger.pending(endpoint.ledger_key) == []
         ledger.record(endpoint.ledger_key, make_alert())
@@ -394,23 +394,22 @@ def test_missing_ledger_without_create_writes_nothing(tmp_path, endpoint, make_a
     assert not path.parent.exists()
 
 
-def test_existing_ledger_without_create_is_read(ledger_path, endpoint, make_alert):
+def test_existing_ledger_read_only_is_read(ledger_path, endpoint, make_alert):
     with Ledger(ledger_path) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
-    with Ledger(ledger_path, create=False) as ledger:
+    with Ledger(ledger_path, read_only=True) as ledger:
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'Alarm'
 
 
 # -- claims ---------------------------------------------------------------------------------------
 
 
-def test_claim_yields_current_state(ledger, endpoint, make_alert):
+def test_claim_yields_the_claim_of_that_alert(ledger, endpoint, make_alert):
     key, alert_id = endpoint.ledger_key, make_alert().alert_id
-    with ledger.claim(key, alert_id, lease=5) as current:
-        assert current is None
-    ledger.record(key, make_alert())
-    with ledger.claim(key, alert_id, lease=5) as current:
-        assert current.status == 'Alarm'
+    with ledger.claim(key, alert_id, lease=5) as claim:
+        assert (claim.endpoint, claim.alert_id, claim.lease) == (key, alert_id, 5)
+        assert ledger.try_claim(key, alert_id, lease=5) is None
+    assert ledger.try_claim(key, alert_id, lease=5) is not None
 
 
 def test_claim_released_on_exit_and_on_error(ledger_path, endpoint):
@@ -660,3 +659,270 @@ def test_host_names_with_undecodable_bytes_are_stored(ledger_path, make_alert):
         record = ledger.lookup(endpoint_key, queued.alert.alert_id)
     assert queued.hosts == ('web\ud800', 'db\udcff')
     assert record.hosts == ('web\ud800', 'db\udcff')
+
+
+# -- one sender per alert: fenced writes (issue 10, item 5) ---------------------------------------
+
+
+def test_a_write_under_a_claim_taken_over_is_refused(ledger_path, endpoint, make_alert):
+    key, alert = endpoint.ledger_key, make_alert()
+    with Ledger(ledger_path) as slow, Ledger(ledger_path) as other:
+        slow.queue(key, alert)
+        [queued] = slow.pending(key)
+        stale = slow.try_claim(key, alert.alert_id, lease=0.05)
+        time.sleep(0.1)
+        fresh = other.try_claim(key, alert.alert_id, lease=30)
+        assert fresh is not None
+        ok = make_alert(status='OK')
+        other.record(key, ok, claim=fresh)
+        with pytest.raises(_ledger.LeaseLost, match='passed to another sender'):
+            slow.delivered(key, queued, stale)
+        with pytest.raises(_ledger.LeaseLost):
+            slow.record(key, alert, claim=stale)
+        with pytest.raises(_ledger.LeaseLost):
+            slow.discard(queued, stale)
+        # Nothing the stale sender tried got through: the entry still waits, the newer record stands.
+        assert [q.seq for q in other.pending(key)] == [queued.seq]
+        assert other.lookup(key, alert.alert_id).status == 'Alarm'  # the queued entry is the current state
+        other.release(fresh)
+        with pytest.raises(_ledger.LeaseLost):  # a released claim fences its holder out too
+            other.delivered(key, queued, fresh)
+        renewed = other.try_claim(key, alert.alert_id, lease=30)
+        other.renew(renewed)
+        with pytest.raises(_ledger.LeaseLost):
+            other.renew(fresh)
+
+def test_every_fenced_write_renews_the_claim(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    for status in ('Alarm', 'OK'):
+        ledger.queue(key, make_alert(status=status))
+    claim = ledger.try_claim(key, make_alert().alert_id, lease=0.3)
+    for queued in ledger.pending(key):
+        time.sleep(0.2)
+        assert ledger.delivered(key, queued, claim) is True
+    # 0.4 s after it was taken, a 0.3 s lease is still held: each delivery renewed it.
+    assert ledger.try_claim(key, make_alert().alert_id, lease=1) is None
+
+
+def test_an_entry_already_delivered_does_not_overwrite_a_newer_record(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.queue(key, make_alert())
+    [alarm] = ledger.pending(key)
+    assert ledger.delivered(key, alarm) is True
+    ledger.record(key, make_alert(status='OK'))
+    assert ledger.delivered(key, alarm) is False
+    assert ledger.lookup(key, alarm.alert.alert_id).status == 'OK'
+
+
+def test_pending_of_one_alert(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.queue(key, make_alert(alert_id='a'))
+    ledger.queue(key, make_alert(alert_id='b'))
+    ledger.queue(key, make_alert(alert_id='a', status='OK'))
+    assert [(q.alert.alert_id, q.alert.status) for q in ledger.pending(key, 'a')] == [('a', 'Alarm'), ('a', 'OK')]
+
+
+# -- failures held by a running playbook (item 3) -------------------------------------------------
+
+
+def test_a_held_failure_is_durable_but_not_sent_nor_the_state_until_released(ledger_path, endpoint, make_alert):
+    key, alert = endpoint.ledger_key, make_alert()
+    with Ledger(ledger_path) as run:
+        run.hold(key, alert, ['web1'], token='run-1', owner='controller:1')
+    with Ledger(ledger_path) as other:
+        assert other.pending(key) == []
+        assert other.lookup(key, alert.alert_id) is None
+        assert other.release_holds('run-1') == 1
+        [queued] = other.pending(key)
+        assert (queued.alert.payload, queued.hosts) == (alert.payload, ('web1',))
+        assert other.lookup(key, alert.alert_id).pending is True
+
+
+def test_a_newer_hold_replaces_the_runs_earlier_one(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.hold(key, make_alert(description='web1 failed'), ['web1'], token='run-1', owner='c:1')
+    ledger.hold(key, make_alert(description='web1 and web2 failed'), ['web1', 'web2'], token='run-1', owner='c:1')
+    ledger.hold(key, make_alert(alert_id='other'), ['web3'], token='run-1', owner='c:1')
+    assert ledger.release_holds('run-1') == 2
+    assert [(q.alert.alert_id, q.alert.payload['description'], q.hosts) for q in ledger.pending(key)] == [
+        (make_alert().alert_id, 'web1 and web2 failed', ('web1', 'web2')),
+        ('other', make_alert().payload['description'], ('web3',)),
+    ]
+
+
+def test_settle_replaces_a_hold_by_the_final_entry_or_by_nothing(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.hold(key, make_alert(alert_id='a'), ['web1'], token='run-1', owner='c:1')
+    ledger.hold(key, make_alert(alert_id='b'), ['web1'], token='run-1', owner='c:1')
+    ledger.settle(key, 'a', 'run-1', make_alert(alert_id='a', description='final'), ['web1', 'web2'])
+    ledger.settle(key, 'b', 'run-1', None)
+    assert ledger.release_holds('run-1') == 0
+    assert [(q.alert.alert_id, q.alert.payload['description'], q.hosts) for q in ledger.pending(key)] == [
+        ('a', 'final', ('web1', 'web2')),
+    ]
+
+
+def test_an_expired_hold_is_deliverable_and_renewing_keeps_it_held(ledger, endpoint, make_alert, monkeypatch):
+    key = endpoint.ledger_key
+    ledger.hold(key, make_alert(alert_id='a'), ['web1'], token='alive', owner='c:1')
+    ledger.hold(key, make_alert(alert_id='b'), ['web1'], token='gone', owner='c:2')
+    later = time.time() + _ledger.HOLD_LEASE_SECONDS + 1
+    monkeypatch.setattr(_ledger.time, 'time', lambda: later)
+    assert [q.alert.alert_id for q in ledger.pending(key)] == ['a', 'b']
+    assert ledger.renew_holds('alive') == 1
+    assert [q.alert.alert_id for q in ledger.pending(key)] == ['b']
+
+
+def test_holds_of_a_dead_process_on_this_host_are_released(ledger, endpoint, make_alert):
+    key = endpoint.ledger_key
+    ledger.hold(key, make_alert(alert_id='dead'), ['web1'], token='t1', owner='here:101')
+    ledger.hold(key, make_alert(alert_id='alive'), ['web1'], token='t2', owner='here:102')
+    ledger.hold(key, make_alert(alert_id='elsewhere'), ['web1'], token='t3', owner='there:101')
+    assert ledger.release_stale_holds('here', is_alive=lambda pid: pid == 102) == 1
+    assert [q.alert.alert_id for q in ledger.pending(key)] == ['dead']
+
+
+def test_a_schema_1_ledger_is_upgraded_and_keeps_what_it_holds(ledger_path, endpoint, make_alert):
+    os.makedirs(os.path.dirname(ledger_path), mode=0o700, exist_ok=True)
+    conn = sqlite3.connect(ledger_path)
+    conn.executescript("""
+        CREATE TABLE alerts (endpoint TEXT NOT NULL, alert_id TEXT NOT NULL, status TEXT NOT NULL,
+            fingerprint TEXT NOT NULL, payload TEXT NOT NULL, hosts TEXT NOT NULL DEFAULT '[]', updated REAL NOT NULL,
+            PRIMARY KEY (endpoint, alert_id));
+        CREATE TABLE claims (endpoint TEXT NOT NULL, alert_id TEXT NOT NULL, token TEXT NOT NULL, expires REAL NOT NULL,
+            PRIMARY KEY (endpoint, alert_id));
+        CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, alert_id TEXT NOT NULL,
+            status TEXT NOT NULL, fingerprint TEXT NOT NULL, payload TEXT NOT NULL, hosts TEXT NOT NULL DEFAULT '[]',
+            queued REAL NOT NULL);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        PRAGMA user_version=1;
+    """)
+    alert = make_alert()
+    conn.execute('INSERT INTO outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued) VALUES (?, ?, ?, ?, ?, ?, ?)',
+                 (endpoint.ledger_key, alert.alert_id, alert.status, alert.fingerprint, _ledger._dumps(alert.payload), '["web1"]', 1.0))
+    conn.commit()
+    conn.close()
+    os.chmod(ledger_path, 0o600)
+    with Ledger(ledger_path, read_only=True) as check_mode:
+        assert [q.alert.payload for q in check_mode.pending(endpoint.ledger_key)] == [alert.payload]
+    with Ledger(ledger_path) as ledger:
+        assert [q.hosts for q in ledger.pending(endpoint.ledger_key)] == [('web1',)]
+        ledger.hold(endpoint.ledger_key, make_alert(alert_id='new'), ['web2'], token='t', owner='c:1')
+    assert sqlite3.connect(ledger_path).execute('PRAGMA user_version').fetchone()[0] == _ledger.SCHEMA_VERSION
+
+
+# -- only corruption moves a ledger aside (item 6) ------------------------------------------------
+
+
+@pytest.mark.parametrize('error', [
+    sqlite3.OperationalError('database or disk is full'),
+    sqlite3.OperationalError('disk I/O error'),
+    sqlite3.OperationalError('attempt to write a readonly database'),
+    sqlite3.OperationalError('unable to open database file'),
+])
+def test_errors_other_than_corruption_leave_the_ledger_where_it_is(ledger_path, endpoint, make_alert, monkeypatch, error):
+    with Ledger(ledger_path) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+    before = files_in(os.path.dirname(ledger_path))
+
+    def failing_wal(conn):
+        raise error
+
+    monkeypatch.setattr(_ledger, '_use_wal', failing_wal)
+    warnings: list[str] = []
+    with pytest.raises(LedgerError, match=f'^the ledger {ledger_path} cannot be used: {error}$'):
+        Ledger(ledger_path, warn=warnings.append)
+    assert warnings == []
+    assert sorted(files_in(os.path.dirname(ledger_path))) == sorted(before)
+    monkeypatch.undo()
+    with Ledger(ledger_path) as ledger:
+        assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'Alarm'
+
+
+def test_a_read_only_ledger_file_is_an_error_not_moved_aside(ledger_path, endpoint, make_alert):
+    with Ledger(ledger_path) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+    directory = os.path.dirname(ledger_path)
+    for name in os.listdir(directory):
+        os.remove(os.path.join(directory, name)) if name != 'ledger.sqlite3' else None
+    # Read-only for everyone, root included: an immutable-looking file on a read-only mount.
+    os.chmod(ledger_path, 0o400)
+    os.chmod(directory, 0o500)
+    try:
+        if os.geteuid() == 0:
+            pytest.skip('root writes to read-only files and directories')
+        with pytest.raises(LedgerError, match='cannot be used'):
+            Ledger(ledger_path)
+        assert os.listdir(directory) == ['ledger.sqlite3']
+    finally:
+        os.chmod(directory, 0o700)
+        os.chmod(ledger_path, 0o600)
+
+
+# -- check mode opens the ledger read-only (item 7) -----------------------------------------------
+
+
+def test_read_only_changes_nothing_on_disk(ledger_path, endpoint, make_alert):
+    with Ledger(ledger_path) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+        ledger.queue(endpoint.ledger_key, make_alert(status='OK'))
+    os.chmod(ledger_path, 0o644)  # loose: a read-write open would make it 0600
+    with open(ledger_path, 'rb') as stream:
+        content = stream.read()
+    mtime = os.stat(ledger_path).st_mtime_ns
+    with Ledger(ledger_path, read_only=True) as ledger:
+        assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'OK'
+        assert len(ledger.pending(endpoint.ledger_key)) == 1
+        with pytest.raises(LedgerError, match='readonly'):
+            ledger.record(endpoint.ledger_key, make_alert(description='changed'))
+    assert mode_of(ledger_path) == 0o644
+    assert os.stat(ledger_path).st_mtime_ns == mtime
+    with open(ledger_path, 'rb') as stream:
+        assert stream.read() == content
+
+
+def test_read_only_never_moves_a_corrupt_ledger_aside(ledger_path):
+    os.makedirs(os.path.dirname(ledger_path), mode=0o700, exist_ok=True)
+    with open(ledger_path, 'wb') as stream:
+        stream.write(b'not a ledger at all' * 300)
+    os.chmod(ledger_path, 0o600)
+    with pytest.raises(LedgerError, match='cannot be read: file is not a database'):
+        Ledger(ledger_path, read_only=True).lookup('e', 'a')
+    assert os.listdir(os.path.dirname(ledger_path)) == ['ledger.sqlite3']
+
+
+# -- a ledger that is not yours is refused (item 12) ----------------------------------------------
+
+
+def _give_away(path: str) -> int:
+    other = 65534 if os.geteuid() != 65534 else 65533
+    try:
+        os.chown(path, other, -1)
+    except PermissionError:
+        pytest.skip('only root can give a file to another user')
+    return other
+
+
+@pytest.mark.parametrize('read_only', [False, True])
+def test_a_ledger_owned_by_another_user_is_refused(ledger_path, endpoint, make_alert, read_only):
+    with Ledger(ledger_path) as ledger:
+        ledger.record(endpoint.ledger_key, make_alert())
+    other = _give_away(ledger_path)
+    with pytest.raises(LedgerError) as raised:
+        Ledger(ledger_path, read_only=read_only)
+    message = str(raised.value)
+    assert f'belongs to another user (uid {other}, you are uid {os.geteuid()})' in message
+    assert 'set ledger_path' in message and f'chown {os.geteuid()} {ledger_path}' in message
+
+
+def test_a_ledger_that_cannot_be_made_private_is_refused(ledger_path, monkeypatch):
+    Ledger(ledger_path).close()
+    os.chmod(ledger_path, 0o666)
+
+    def refuse(path, mode):
+        raise PermissionError(1, 'Operation not permitted')
+
+    monkeypatch.setattr(_ledger.os, 'chmod', refuse)
+    with pytest.raises(LedgerError, match=r'can be read by others \(mode 0666\) and cannot be made private: '
+                                          r'Operation not permitted; run chmod 600 '):
+        Ledger(ledger_path)

@@ -34,6 +34,10 @@ class FakeClient:
     holds every send until it is set (a slow or hanging Temperstack).
     """
 
+    # What claim_lease() reads of a TemperstackClient.
+    max_attempts = 1
+    timeout = 1
+
     def __init__(self, endpoint, outcomes: t.Iterable[BaseException | None] = (), gate: threading.Event | None = None):
         self.endpoint = endpoint
         self.outcomes = list(outcomes)
