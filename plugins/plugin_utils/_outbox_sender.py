@@ -12,6 +12,10 @@ there that is inside SQLite or OpenSSL at the moment of a fork leaves their lock
 child, and a task using either would hang. So the callback starts a separate process
 (``SenderProcess``) that runs the ``OutboxSender`` thread; that process is created by fork+exec and
 shares no locks with anything.
+
+The process also keeps the run's held failures (``Ledger.hold``) alive while the run goes on, and releases
+them for delivery when the run ends without saying so (SIGTERM, SIGKILL, a crash): its pipe then reaches
+end-of-file without the ``end`` line.
 """
 
 from __future__ import annotations
@@ -23,15 +27,33 @@ import sys
 import threading
 import typing as t
 
+import ansible
+
 from ._alert import Alert
 from ._client import SendError, TemperstackClient
 from ._dispatch import OUTBOX_SEND_THREADS, send_outbox
 from ._endpoint import Endpoint
-from ._ledger import Ledger, LedgerError
+from ._ledger import HOLD_LEASE_SECONDS, Ledger, LedgerError
 
 # The directory that holds ``ansible_collections``: the delivery process imports this module from there.
 _COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *(['..'] * 5)))
+# The directory that holds the ``ansible`` package this controller runs (a venv, a source checkout).
+_ANSIBLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ansible.__file__)))
 _WAKE = b'wake\n'
+_END = b'end\n'
+# What the delivery process needs of the environment: nothing else crosses over, so neither PYTHON* variables
+# nor anything a playbook's environment happens to hold reaches the process that holds the key.
+_PASSED_ENVIRONMENT = (
+    'PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LANGUAGE', 'TZ', 'TMPDIR', 'SYSTEMROOT',
+    'http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY',
+    'SSL_CERT_FILE', 'SSL_CERT_DIR',
+)
+# Run with -I (no working directory, script directory, user site-packages or PYTHON* variables on the path):
+# a json.py or selectors.py beside the playbook must never be imported into the process that holds the key.
+_BOOTSTRAP = (
+    'import runpy, sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]; '
+    f'runpy.run_module({__name__!r}, run_name="__main__", alter_sys=True)'
+)
 
 
 class FlushReport(t.NamedTuple):
@@ -132,16 +154,17 @@ class SenderProcess:
     The endpoint and its key travel over a pipe, never on a command line or in the environment.
     """
 
-    def __init__(self, client: TemperstackClient, ledger_path: str, flush_timeout: float) -> None:
+    def __init__(self, client: TemperstackClient, ledger_path: str, flush_timeout: float, run_token: str = '') -> None:
         self._settings = {
             'url': client.endpoint.url,
             'secrets': list(client.endpoint.secrets),
             'timeout': client.timeout,
             'retries': client.retries,
             'validate_certs': client.validate_certs,
-            'ca_path': client.ca_path,
-            'ledger_path': ledger_path,
+            'ca_path': os.path.abspath(client.ca_path) if client.ca_path else None,
+            'ledger_path': os.path.abspath(ledger_path),
             'flush_timeout': flush_timeout,
+            'run_token': run_token,
         }
         self._endpoint = client.endpoint
         self._flush_timeout = flush_timeout
@@ -165,6 +188,13 @@ class SenderProcess:
             return FlushReport([], 0, [self._broken] if self._broken else [], True)
         process = self._process
         try:
+            if process.stdin is not None:
+                # An orderly end: what the run still holds is settled, not abandoned.
+                process.stdin.write(_END)
+                process.stdin.flush()
+        except OSError:
+            pass  # the process is gone; its report (or its absence) says why
+        try:
             # communicate() closes the pipe, which is the process's signal that nothing more is coming.
             out, err = process.communicate(timeout=self._flush_timeout + 2.0)
         except subprocess.TimeoutExpired:
@@ -176,10 +206,10 @@ class SenderProcess:
         return report
 
     def _spawn(self) -> subprocess.Popen:
-        env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(filter(None, [_COLLECTIONS_ROOT, env.get('PYTHONPATH')]))
+        env = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
+        env.update({name: value for name, value in os.environ.items() if name.startswith('LC_')})
         process = subprocess.Popen(
-            [sys.executable, '-m', __name__],
+            [sys.executable, '-I', '-c', _BOOTSTRAP, _COLLECTIONS_ROOT, _ANSIBLE_ROOT],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -206,7 +236,11 @@ class SenderProcess:
 
 
 def _serve(stdin: t.BinaryIO, stdout: t.TextIO) -> None:
-    """The delivery process: drain on every wake-up, and once more when the callback closes the pipe."""
+    """The delivery process: drain on every wake-up, and once more when the callback closes the pipe.
+
+    While the pipe is open, the run's held failures are renewed; if it closes without the ``end`` line, the run
+    died before settling them, and they are released and delivered now.
+    """
     settings = json.loads(stdin.readline())
     endpoint = Endpoint(settings['url'], settings['secrets'])
     client = TemperstackClient(
@@ -218,11 +252,52 @@ def _serve(stdin: t.BinaryIO, stdout: t.TextIO) -> None:
     )
     sender = OutboxSender(client, settings['ledger_path'])
     sender.start()
-    for _line in iter(stdin.readline, b''):
+    holds = _HoldKeeper(settings['ledger_path'], settings.get('run_token') or '')
+    holds.start()
+    ended = False
+    for line in iter(stdin.readline, b''):
+        ended = line == _END
+        sender.notify()
+    holds.stop(release=not ended)
+    if not ended:
         sender.notify()
     report = sender.flush(settings['flush_timeout'])
     stdout.write(json.dumps(report._asdict()) + '\n')
     stdout.flush()
+
+
+class _HoldKeeper:
+    """Renews the run's held failures a few times per lease while the run goes on."""
+
+    def __init__(self, ledger_path: str, run_token: str) -> None:
+        self._ledger_path = ledger_path
+        self._token = run_token
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='temperstack-holds', daemon=True)
+
+    def start(self) -> None:
+        if self._token:
+            self._thread.start()
+
+    def stop(self, release: bool) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+        if release and self._token:
+            # The run ended without settling what it held: from now on that is an ordinary outbox entry.
+            try:
+                with Ledger(self._ledger_path) as ledger:
+                    ledger.release_holds(self._token)
+            except LedgerError:
+                pass  # the holds expire on their own, and the next run delivers them then
+
+    def _run(self) -> None:
+        try:
+            with Ledger(self._ledger_path) as ledger:
+                while not self._stopped.wait(HOLD_LEASE_SECONDS / 4):
+                    ledger.renew_holds(self._token)
+        except LedgerError:
+            pass  # unrenewed holds expire, which only makes their Alarms go out early
 
 
 if __name__ == '__main__':

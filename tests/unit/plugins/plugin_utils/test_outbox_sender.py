@@ -491,3 +491,89 @@ def test_an_unexpected_error_is_reported_not_swallowed(ledger, ledger_path, endp
     assert report.errors == [
         'delivery failed unexpectedly (ValueError: Timeout value out of range); alerts stay queued for the next run'
     ]
+
+
+# -- the process runs isolated (issue 10, item 4) --------------------------------------------------
+
+
+def test_process_imports_nothing_from_the_working_directory_or_the_environment(
+    ledger, ledger_path, local_endpoint, server, story, monkeypatch, tmp_path
+):
+    playbook_dir = tmp_path / 'playbooks'
+    playbook_dir.mkdir()
+    marker = tmp_path / 'imported'
+    for name in ('json', 'selectors', 'random', 'queue', 'sitecustomize', 'usercustomize'):
+        (playbook_dir / f'{name}.py').write_text(f'open({str(marker)!r} + "-{name}", "w").close()\nraise SystemExit(3)\n')
+    monkeypatch.chdir(playbook_dir)
+    monkeypatch.setenv('PYTHONPATH', str(playbook_dir))
+    monkeypatch.setenv('PYTHONSTARTUP', str(playbook_dir / 'json.py'))
+    monkeypatch.setenv('UNRELATED_SECRET', 'should-not-cross')
+    queue_all(ledger, local_endpoint, story)
+    process = delivery_process(local_endpoint, ledger_path)
+    process.notify()
+    report = process.flush()
+
+    assert report == FlushReport(['Alarm', 'Alarm', 'OK'], 0, [], True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('imported')) == []
+
+
+def test_process_gets_only_the_environment_it_needs(ledger, ledger_path, local_endpoint, server, story, monkeypatch):
+    import subprocess
+
+    seen = []
+    real_popen = subprocess.Popen
+
+    def spy(args, **kwargs):
+        seen.append((list(args), dict(kwargs.get('env') or {})))
+        return real_popen(args, **kwargs)
+
+    monkeypatch.setattr(subprocess, 'Popen', spy)
+    monkeypatch.setenv('UNRELATED_SECRET', 'should-not-cross')
+    monkeypatch.setenv('https_proxy', 'http://proxy.example.com:3128')
+    monkeypatch.setenv('no_proxy', '127.0.0.1,localhost')
+    queue_all(ledger, local_endpoint, story[:1])
+    process = delivery_process(local_endpoint, ledger_path)
+    process.notify()
+    assert process.flush().sent == ['Alarm']
+
+    [(argv, env)] = seen
+    assert argv[1] == '-I'
+    assert 'UNRELATED_SECRET' not in env and not any(name.startswith('PYTHON') for name in env)
+    assert env['https_proxy'] == 'http://proxy.example.com:3128' and env['no_proxy'] == '127.0.0.1,localhost'
+
+
+# -- held failures: kept while the run lives, released when it dies (item 3) -----------------------
+
+
+def _hold_story(ledger, endpoint, story, token):
+    for alert in story[:2]:
+        ledger.hold(endpoint.ledger_key, alert, ['web1'], token=token, owner='test:1')
+
+
+def test_an_orderly_end_leaves_what_the_run_settles_held(ledger, ledger_path, local_endpoint, server, story):
+    _hold_story(ledger, local_endpoint, story, 'run-1')
+    process = SenderProcess(TemperstackClient(local_endpoint, timeout=5, retries=0), ledger_path, 5.0, run_token='run-1')
+    process.notify()
+    report = process.flush()
+
+    assert report == FlushReport([], 0, [], True)
+    assert server.bodies == []
+    assert ledger.release_holds('run-1') == 2  # still held: the run settles them itself
+
+
+def test_a_run_that_dies_has_its_held_failures_delivered_by_the_process(ledger, ledger_path, local_endpoint, server, story):
+    import subprocess
+
+    _hold_story(ledger, local_endpoint, story, 'run-2')
+    process = SenderProcess(TemperstackClient(local_endpoint, timeout=5, retries=0), ledger_path, 5.0, run_token='run-2')
+    process.notify()
+    child = process._process
+    # What SIGKILL of ansible-playbook leaves: the pipe closes without the end line.
+    child.stdin.close()
+    child.stdin = None
+    out, _err = child.communicate(timeout=15)
+
+    assert json.loads(out.decode().splitlines()[-1])['sent'] == ['Alarm', 'Alarm']
+    assert sequence(server.bodies) == [('a', 'Alarm'), ('b', 'Alarm')]
+    assert ledger.pending(local_endpoint.ledger_key) == []
+    assert isinstance(child, subprocess.Popen)
