@@ -1,10 +1,12 @@
 # Build and test the temperstack.alerting collection.
 #
-#   make test         everything CI runs: venvs, lint, sanity (2.21 + 2.19), units,
+#   make test         everything CI runs: venvs, lint, sanity (2.21 + 2.19), units
+#                     (2.21 + 2.18, the newest and the oldest supported core),
 #                     integration, build + tarball check + install check,
 #                     galaxy-importer
 #   make venv         .venv (Python 3.13, ansible-core 2.21),
-#                     .venv-2.19 (Python 3.11, ansible-core 2.19) and
+#                     .venv-2.19 (Python 3.11, ansible-core 2.19),
+#                     .venv-2.18 (Python 3.11, ansible-core 2.18) and
 #                     .venv-lint (Python 3.13, ansible-core 2.21, the lint tools)
 #   make stage        copy the collection to build/collections/ansible_collections/
 #                     temperstack/alerting (ansible-test needs an
@@ -13,6 +15,7 @@
 #   make sanity       ansible-test sanity with both ansible-core versions
 #                     (sanity-2.21 / sanity-2.19 for one of them)
 #   make units        ansible-test units (Python 3.13, ansible-core 2.21)
+#   make units-2.18   the same on the oldest supported core (Python 3.11, ansible-core 2.18)
 #   make stand-in-tests  pytest tests/stand_in (the stand-in server's self-test)
 #   make faults-quick the fault-injection, fuzzing and secret-leak suite (tests/faults),
 #                     short variant (part of test)
@@ -59,8 +62,10 @@ PYTHON311 ?= $(firstword $(wildcard $(PYENV_ROOT_DIR)/versions/3.11*/bin/python3
 # --- virtual environments -----------------------------------------------------
 VENV      := $(REPO_ROOT)/.venv
 VENV_2_19 := $(REPO_ROOT)/.venv-2.19
+VENV_2_18 := $(REPO_ROOT)/.venv-2.18
 VENV_STAMP      := $(VENV)/.installed
 VENV_2_19_STAMP := $(VENV_2_19)/.installed
+VENV_2_18_STAMP := $(VENV_2_18)/.installed
 # The quality-gate tools (ansible-lint, antsibull-docs, antsibull-changelog,
 # galaxy-importer, ansible-builder) live in a venv of their own: they pull in
 # many packages that ansible-test's environments must not see.
@@ -85,7 +90,7 @@ INTEGRATION_ARGS ?=
 # machine can shadow the staged collection.
 run_in = cd $(STAGE) && env -u ANSIBLE_COLLECTIONS_PATH -u ANSIBLE_COLLECTIONS_PATHS PATH="$(1)/bin:$$PATH" VIRTUAL_ENV="$(1)"
 
-.PHONY: help test venv stage pip-shim sanity sanity-2.21 sanity-2.19 units units-2.19 \
+.PHONY: help test venv stage pip-shim sanity sanity-2.21 sanity-2.19 units units-2.19 units-2.18 \
 	integration integration-2.19 stand-in-tests build demo clean \
 	lint lint-ansible lint-docs lint-changelog lint-ee installed-example galaxy-importer
 
@@ -102,6 +107,7 @@ TEST_STEPS := \
 	"sanity: ansible-core 2.21 / Python 3.13|sanity-2.21 NO_STAGE=1" \
 	"sanity: ansible-core 2.19 / Python 3.11|sanity-2.19 NO_STAGE=1" \
 	"units: ansible-core 2.21 / Python 3.13|units NO_STAGE=1" \
+	"units: ansible-core 2.18 / Python 3.11|units-2.18 NO_STAGE=1" \
 	"stand-in self-test: pytest tests/stand_in|stand-in-tests NO_STAGE=1" \
 	"integration: ansible-core 2.21 / Python 3.13|integration NO_STAGE=1" \
 	"faults (short): tests/faults|faults-quick NO_STAGE=1" \
@@ -124,7 +130,7 @@ test:
 		"$$summary" "total" $$((SECONDS - total_start))
 
 # --- venv ---------------------------------------------------------------------
-venv: $(VENV_STAMP) $(VENV_2_19_STAMP) $(VENV_LINT_STAMP)
+venv: $(VENV_STAMP) $(VENV_2_19_STAMP) $(VENV_2_18_STAMP) $(VENV_LINT_STAMP)
 
 need_python = @if [[ ! -x "$(1)" ]]; then echo "Python $(2) not found: set PYTHON$(subst .,,$(2))=/path/to/python$(2)" >&2; exit 1; fi
 
@@ -146,6 +152,14 @@ $(VENV_2_19_STAMP): requirements-test.txt requirements-core-2.19.txt
 	$(call need_python,$(PYTHON311),3.11)
 	$(call new_venv,$(VENV_2_19),$(PYTHON311),$^)
 	$(VENV_2_19)/bin/ansible --version | sed -n 1p
+	touch $@
+
+# The oldest ansible-core the collection supports (meta/runtime.yml): only the
+# unit tests run on it, so that a use of a newer core's API fails in `make test`.
+$(VENV_2_18_STAMP): requirements-test.txt requirements-core-2.18.txt
+	$(call need_python,$(PYTHON311),3.11)
+	$(call new_venv,$(VENV_2_18),$(PYTHON311),$^)
+	$(VENV_2_18)/bin/ansible --version | sed -n 1p
 	touch $@
 
 # Same ansible-core as .venv (requirements-core-2.21.txt), so lint, docs and
@@ -175,7 +189,9 @@ stage:
 # ansible_test/_internal/python_requirements.py): get_pip_25_2.py for
 # ansible-core 2.21, get_pip_24_2.py for 2.19. tools/install_pip_shim.py asks
 # the installed ansible-test and copies tools/get_pip_shim.py (ensurepip +
-# pip install) to those paths.
+# pip install) to those paths. .venv-2.18 needs none: it only runs `units
+# --local`, which installs into the venv itself and bootstraps pip only for
+# sanity (collect_requirements() in python_requirements.py).
 pip-shim: venv
 	$(VENV)/bin/python tools/install_pip_shim.py
 	$(VENV_2_19)/bin/python tools/install_pip_shim.py
@@ -195,6 +211,9 @@ units: venv $(STAGE_DEP)
 
 units-2.19: venv $(STAGE_DEP)
 	$(call run_in,$(VENV_2_19)) ansible-test units --local --python 3.11 --requirements $(ANSIBLE_TEST_FLAGS) $(UNITS_ARGS)
+
+units-2.18: venv $(STAGE_DEP)
+	$(call run_in,$(VENV_2_18)) ansible-test units --local --python 3.11 --requirements $(ANSIBLE_TEST_FLAGS) $(UNITS_ARGS)
 
 # --- stand-in self-test --------------------------------------------------------
 # tests/stand_in/ is not a unit test directory of ansible-test (it only runs
@@ -366,5 +385,5 @@ bench-smoke: $(VENV_STAMP)
 
 # --- clean --------------------------------------------------------------------
 clean:
-	rm -rf $(VENV) $(VENV_2_19) $(VENV_LINT) build tests/output .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_2_19) $(VENV_2_18) $(VENV_LINT) build tests/output .pytest_cache .hypothesis
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

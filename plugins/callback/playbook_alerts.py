@@ -27,10 +27,19 @@ description:
     the same failure on a later run is recognised and not re-sent, while a different failure updates the alert.
     Only the error messages of failed tasks are sent; task arguments never are, results of C(no_log) tasks are
     replaced by a placeholder, and credentials embedded in URLs are masked.
-  - "Narrowed runs never resolve what they did not check: a run with C(--tags), C(--skip-tags),
-    C(--start-at-task) or C(--step) sends no V(OK); under C(--limit) an V(OK) is sent only when every host named in
-    the open V(Alarm) ran and succeeded; a unit cut short (C(meta: end_play), C(meta: end_host), a run
-    interrupted by Ctrl-C or SIGTERM) sends no V(OK)."
+  - "An V(OK) claims that every host named in the open V(Alarm) ran the unit again, to its end, and succeeded;
+    anything less sends no V(OK). The hosts of an open V(Alarm) accumulate until its V(OK): a narrower run
+    (C(--limit)) that fails again adds its failed hosts to them and never replaces them."
+  - "No V(OK) is sent, then, by a run narrowed with C(--tags), C(--skip-tags), C(--start-at-task) or C(--step);
+    nor while a host of the V(Alarm) did not run the unit: left out by C(--limit) or by an inventory change, or
+    dropped from the rest of the playbook after failing an earlier play; nor for a play that matched no hosts (an
+    empty group, a C(hosts) template that resolved to nothing), or under O(scope=playbook) for its playbook; nor
+    for a unit cut short: C(meta: end_play), or a run interrupted by Ctrl-C or SIGTERM."
+  - "C(meta: end_host), C(any_errors_fatal) and C(max_fail_percentage) cut a play short only for the hosts they
+    take out of it: under O(scope=host) the other hosts still send their V(OK); under O(scope=play) and
+    O(scope=playbook) the unit sends none."
+  - An V(Alarm) that names a host which has left the inventory for good gets no V(OK) from the callback; resolve
+    it in Temperstack.
   - Check-mode runs (C(--check)) send nothing unless O(check_mode_alerts=true).
   - Never blocks and never fails the playbook. Alerts are written to the outbox of the ledger and delivered by a
     separate process, so no task waits on Temperstack. When more than 16 alerts wait, it sends up to 16 at once;
@@ -151,8 +160,12 @@ seealso:
   - module: temperstack.alerting.alert
 """
 
+import atexit
 import os
+import socket
+import time
 import typing as t
+import uuid
 
 from ansible import context
 from ansible.plugins.callback import CallbackBase
@@ -182,7 +195,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units im
     RunBook,
     alarm_for,
     failed_hosts_of,
+    hosts_of_open_alarm,
     ok_for,
+    recovered,
     validate_settings,
 )
 
@@ -204,6 +219,10 @@ class CallbackModule(CallbackBase):
         self._endpoint_key = ''
         self._flush_timeout = 30.0
         self._configured = False
+        # This run's held failures (see _hold): the token that marks them, and per alert when it last wrote one.
+        self._run_token = uuid.uuid4().hex
+        self._held: dict[str, float] = {}
+        self._ended = False
 
     # -- set-up ------------------------------------------------------------------------------------
 
@@ -252,7 +271,11 @@ class CallbackModule(CallbackBase):
         self._ledger.prune_if_due()
         self._endpoint_key = endpoint.ledger_key
         self._flush_timeout = flush_timeout
-        self._sender = SenderProcess(client, self._ledger.path, self._flush_timeout)
+        self._sender = SenderProcess(client, self._ledger.path, self._flush_timeout, run_token=self._run_token)
+        # Failures held by a run on this controller that was killed outright (its delivery process too) are
+        # delivered now, before this run's own alerts.
+        self._ledger.release_stale_holds(socket.gethostname(), _process_exists)
+        atexit.register(self._at_exit)
         if self._ledger.pending(self._endpoint_key):
             # What earlier runs could not deliver goes first, before this run's own alerts.
             self._sender.notify()
@@ -280,11 +303,15 @@ class CallbackModule(CallbackBase):
     def _note_removed_hosts(self) -> None:
         # Ansible takes a host out of the play (what ansible_play_hosts leaves out) when it fails, and when
         # meta end_host/end_play/end_batch, any_errors_fatal or max_fail_percentage stop it early. A host
-        # taken out without a failure of its own did not run to the end. A meta task that was skipped by
-        # its condition takes no host out, so it does not count.
+        # taken out without a failure of its own did not run to the end; the other hosts may have. A meta
+        # task that was skipped by its condition takes no host out, so it does not count.
         removed = set(getattr(self._play, '_removed_hosts', None) or ())
-        if removed - {host for play in self._book.plays for host in play.failures}:
-            self._book.cut_short()
+        self._book.ended_early(removed - {host for play in self._book.plays for host in play.failures})
+
+    def v2_playbook_on_no_hosts_matched(self) -> None:
+        # An empty group, a hosts template that resolved to nothing: the play ran on no host, so it
+        # resolves nothing. Ansible sends this right after the play's start.
+        self._book.no_hosts_matched()
 
     def v2_playbook_on_no_hosts_remaining(self) -> None:
         self._book.cut_short()
@@ -304,6 +331,7 @@ class CallbackModule(CallbackBase):
             self._book.host_ran(host)
             return
         self._book.host_failed(host, _task_name(result), _error_message(result))
+        self._hold(host)
 
     def v2_runner_on_unreachable(self, result: t.Any) -> None:
         task = _task_of(result)
@@ -312,17 +340,95 @@ class CallbackModule(CallbackBase):
             self._book.host_ran(host)
             return
         self._book.host_failed(host, _task_name(result), _error_message(result), unreachable=True)
+        self._hold(host)
 
     def v2_playbook_on_stats(self, stats: t.Any) -> None:
+        self._ended = True
         self._note_removed_hosts()
         self._finish_play()
         if self._sender is None:
             return
         if self._settings.scope != 'play':
             self._queue_alarms(self._book.plays)
+        self._release_held()  # none is left unless a unit's Alarm could not be queued: then it goes as held
         if not _narrowed_run():
             self._queue_recoveries()
         self._report(self._sender.flush())
+
+    def _at_exit(self) -> None:
+        """The run ended without its stats: Ctrl-C, or an ERROR! that aborted it. What failed so far goes out now."""
+        if self._ended or self._sender is None or self._ledger is None:
+            return
+        self._ended = True
+        for alert_id in list(self._held):
+            self._held[alert_id] = 0.0  # write the newest state of every held failure, not one a second old
+        self._hold_all()
+        if not self._release_held():
+            return
+        self._display.warning(
+            'temperstack: the run ended before its end; the Alarms of the failures seen so far are sent now, '
+            'and no OK is sent for this run'
+        )
+        self._sender.notify()
+        self._report(self._sender.flush())
+
+    # -- failures held until their unit ends -------------------------------------------------------
+
+    def _hold(self, host: str) -> None:
+        """Make the failure just seen durable at once, as the Alarm its unit would raise if the run ended now.
+
+        It is not sent while the run goes on (the unit's Alarm, sent when the unit ends, replaces it), but a
+        run killed or interrupted before then never loses it: its delivery process, its exit, or the next run
+        releases it for delivery.
+        """
+        if self._ledger is None or self._sender is None:
+            return
+        for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix, self._unit_plays()):
+            if host in unit.failed_hosts:
+                self._held.setdefault(unit.alert_id, 0.0)
+        self._hold_all()
+
+    def _unit_plays(self) -> list[t.Any]:
+        current = self._book.current
+        if current is None:
+            return []
+        if self._settings.scope == 'play':
+            return [current]
+        return [play for play in self._book.plays if play.playbook == current.playbook]
+
+    def _hold_all(self) -> None:
+        now = time.monotonic()
+        units = {unit.alert_id: unit for unit in self._book.units(
+            self._settings.scope, self._settings.alert_id_prefix, self._unit_plays())}
+        for alert_id, last in self._held.items():
+            unit = units.get(alert_id)
+            # A failure storm rewrites each unit's held Alarm at most once a second: its description already
+            # stops listing failures long before, and rebuilding it for each of thousands would cost seconds.
+            if unit is None or (len(unit.failed_hosts) > HOLD_EVERY_FAILURE_UP_TO and now - last < 1.0):
+                continue
+            try:
+                known = self._ledger.lookup(self._endpoint_key, alert_id)
+                open_hosts = known.hosts if known is not None and known.status == STATUS_ALARM else ()
+                self._ledger.hold(
+                    self._endpoint_key, alarm_for(unit, self._settings),
+                    hosts_of_open_alarm(open_hosts, failed_hosts_of(unit)), self._run_token, _holder(),
+                )
+            except LedgerError as exc:
+                self._display.warning(f'temperstack: could not record the failure of {alert_id}: {exc}')
+                continue
+            self._held[alert_id] = now
+        # The delivery process keeps what is held alive, and delivers it should this process die.
+        self._sender.notify()
+
+    def _release_held(self) -> int:
+        if not self._held or self._ledger is None:
+            return 0
+        self._held.clear()
+        try:
+            return self._ledger.release_holds(self._run_token)
+        except LedgerError as exc:
+            self._display.warning(f'temperstack: could not release the failures this run recorded: {exc}')
+            return 0
 
     # -- decisions ---------------------------------------------------------------------------------
 
@@ -340,28 +446,35 @@ class CallbackModule(CallbackBase):
                 self._queue(alarm_for(unit, self._settings), failed_hosts_of(unit))
 
     def _queue_recoveries(self) -> None:
-        limited = bool(context.CLIARGS.get('subset'))
-        failed_in_run = {host for play in self._book.plays for host in play.failures}
         for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix):
             if unit.failed_hosts or not unit.ran_to_end:
                 continue
             known = self._ledger.lookup(self._endpoint_key, unit.alert_id) if self._ledger else None
             if known is None or known.status != STATUS_ALARM:
                 continue
-            # A host of the Alarm that did not run this unit was not checked: left out by --limit, or
-            # dropped from the rest of the playbook because it failed in an earlier play.
-            unchecked = set(known.hosts) - unit.ran_hosts
-            if unchecked and (limited or unchecked & failed_in_run):
-                continue
-            self._queue(ok_for(unit, self._settings), ())
+            # A host of the Alarm that did not run this unit was not checked, whatever left it out: --limit,
+            # an inventory change, or a failure in an earlier play that dropped it from the rest of the playbook.
+            if recovered(unit, known.hosts):
+                self._queue(ok_for(unit, self._settings), ())
 
     def _queue(self, alert: t.Any, hosts: t.Sequence[str]) -> None:
         if self._ledger is None or self._sender is None:
             return
         try:
-            if not is_news(alert, self._ledger.lookup(self._endpoint_key, alert.alert_id)):
+            known = self._ledger.lookup(self._endpoint_key, alert.alert_id)
+            if alert.status == STATUS_ALARM and known is not None and known.status == STATUS_ALARM:
+                hosts = hosts_of_open_alarm(known.hosts, hosts)
+            # An Alarm the same as the one on record still goes out when it names hosts the record lacks (its
+            # list of hosts was cut to fit), so that the record holds every host the OK will need.
+            news = is_news(alert, known) or known is None or not set(hosts) <= set(known.hosts)
+            if alert.alert_id in self._held:
+                # The unit has ended: its Alarm (or nothing, if Temperstack has it already) replaces what was held.
+                self._ledger.settle(self._endpoint_key, alert.alert_id, self._run_token, alert if news else None, hosts)
+                del self._held[alert.alert_id]
+            elif news:
+                self._ledger.queue(self._endpoint_key, alert, hosts)
+            if not news:
                 return
-            self._ledger.queue(self._endpoint_key, alert, hosts)
         except LedgerError as exc:
             self._display.warning(f'temperstack: could not queue {alert.status} for {alert.alert_id}: {exc}')
             return
@@ -381,6 +494,25 @@ class CallbackModule(CallbackBase):
                 f'temperstack: delivery did not finish within flush_timeout ({self._flush_timeout:g} s); '
                 'what is left stays queued for the next run'
             )
+
+
+# Up to this many failures in one unit, each is written to the ledger the moment it is seen.
+HOLD_EVERY_FAILURE_UP_TO = 100
+
+
+def _holder() -> str:
+    """Who holds a failure: this controller and process, so a later run here can tell a dead holder from a live one."""
+    return f'{socket.gethostname()}:{os.getpid()}'
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _check_flush_timeout(value: t.Any) -> float:

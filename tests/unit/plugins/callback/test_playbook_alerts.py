@@ -13,6 +13,8 @@ the integration target playbook_alerts.
 from __future__ import annotations
 
 import itertools
+import os
+import sqlite3
 import types
 import typing as t
 
@@ -23,6 +25,7 @@ from ansible.module_utils.common.collections import ImmutableDict
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.temperstack.alerting.plugins.callback import playbook_alerts
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import Alert
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import FlushReport
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import NO_LOG_MESSAGE
@@ -69,6 +72,7 @@ class Temperstack:
         self.received: list[dict[str, str]] = []
         self.down = False
         self.processes: list[FakeSenderProcess] = []
+        self.exit_handlers: list[t.Callable[[], None]] = []
 
     @property
     def statuses(self) -> list[tuple[str, str]]:
@@ -84,10 +88,11 @@ class FakeSenderProcess:
 
     temperstack: Temperstack
 
-    def __init__(self, client, ledger_path, flush_timeout) -> None:
+    def __init__(self, client, ledger_path, flush_timeout, run_token='') -> None:
         self.client = client
         self.ledger_path = ledger_path
         self.flush_timeout = flush_timeout
+        self.run_token = run_token
         self.notified = 0
         self.flushed = 0
         self.temperstack.processes.append(self)
@@ -110,11 +115,25 @@ class FakeSenderProcess:
         return FlushReport(sent, queued_count, errors, True)
 
 
+def held_alarms(ledger: Ledger, run: t.Any) -> int:
+    """How many failures the run holds, counted by releasing them in a copy of its ledger."""
+    copy = ledger.path + '.copy'
+    with sqlite3.connect(ledger.path) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    try:
+        with Ledger(copy) as copied:
+            return copied.release_holds(run.callback._run_token)
+    finally:
+        os.remove(copy)
+
+
 @pytest.fixture
 def temperstack(monkeypatch):
     server = Temperstack()
     fake = type('BoundFakeSenderProcess', (FakeSenderProcess,), {'temperstack': server})
     monkeypatch.setattr(playbook_alerts, 'SenderProcess', fake)
+    # A run's exit handler is called by the test that wants it (Run.exit), never at the end of pytest.
+    monkeypatch.setattr(playbook_alerts.atexit, 'register', server.exit_handlers.append)
     # Options come from the test, not from ansible's configuration machinery.
     monkeypatch.setattr(CallbackBase, 'set_options', lambda self, *args, **kwargs: None)
     for name in ('AWX_HOST', 'JOB_ID'):
@@ -194,6 +213,17 @@ class Run:
     def no_hosts_remaining(self) -> Run:
         self.callback.v2_playbook_on_no_hosts_remaining()
         return self
+
+    def no_hosts_matched(self) -> Run:
+        """A play whose hosts pattern names no host: Ansible sends this right after the play's start."""
+        self.callback.v2_playbook_on_no_hosts_matched()
+        return self
+
+    def alarm_hosts(self, alert_id) -> tuple[str, ...]:
+        """The hosts the ledger holds for ``alert_id``, as the next decision sees them."""
+        with Ledger(self.options['ledger_path']) as ledger:
+            known = ledger.lookup(self.callback._endpoint_key, alert_id)
+        return known.hosts if known else ()
 
     def stats(self) -> Run:
         self.callback.v2_playbook_on_stats(object())
@@ -356,9 +386,14 @@ def test_the_same_playbook_from_another_directory_is_the_same_alert(run, tempers
 def test_alarm_is_queued_when_its_play_ends_not_at_the_end_of_the_run(run, temperstack):
     r = run().playbook().play('One').failed('web1')
     process = temperstack.processes[0]
-    assert process.notified == 0
+    with Ledger(r.options['ledger_path']) as ledger:
+        # The failure is durable at once, but held: nothing is deliverable while play One goes on.
+        assert ledger.pending(r.callback._endpoint_key) == []
+        assert held_alarms(ledger, r) == 1
+    woken = process.notified
     r.play('Two')  # play One has ended: its Alarm is in the outbox and the sender is woken
-    assert process.notified == 1
+    assert r.display.warnings == []
+    assert process.notified == woken + 1
     assert process.flushed == 0
     with Ledger(r.options['ledger_path']) as ledger:
         pending = ledger.pending(r.callback._endpoint_key)
@@ -412,7 +447,9 @@ def test_a_failure_in_a_later_batch_blocks_the_ok(run, temperstack):
 def test_host_scope_raises_one_alarm_per_failed_host_at_the_end(run, temperstack):
     r = run(scope='host').playbook().play('Web').ok('web1').failed('web2')
     r.play('Db').failed('db1', msg='migration failed')
-    assert temperstack.processes[0].notified == 0  # host units span plays: nothing before the end
+    with Ledger(r.options['ledger_path']) as ledger:  # host units span plays: nothing deliverable before the end
+        assert ledger.pending(r.callback._endpoint_key) == []
+        assert held_alarms(ledger, r) == 2
     r.stats()
 
     assert sorted(p['resource_id'] for p in temperstack.received) == ['db1', 'web2']
@@ -550,13 +587,64 @@ def test_a_host_that_failed_an_earlier_play_did_not_check_a_later_one(run, tempe
     assert [(p['status'], p['resource_name']) for p in temperstack.received][2:] == [('OK', 'A'), ('OK', 'B')]
 
 
-def test_a_host_gone_from_the_play_does_not_block_the_ok_of_a_full_run(run, temperstack):
-    # Without --limit, a host of the Alarm that no longer runs the play (taken out of the inventory)
-    # must not keep the alert open forever.
+def test_a_host_gone_from_the_inventory_blocks_the_ok_of_a_full_run(run, temperstack):
+    # web9 failed and has left the inventory (or the play's group): nobody checked it again, so the OK
+    # would claim what no run saw.
     failing_run(run, host='web9')
     green_run(run)
 
+    assert temperstack.status_list == ['Alarm']
+    run().playbook().play().ok('web1', 'web2', 'web9').stats()
     assert temperstack.status_list == ['Alarm', 'OK']
+
+
+def test_limit_over_part_of_the_alarm_keeps_every_host_of_the_alarm(run, temperstack):
+    run().playbook().play().failed('web1').failed('web2').stats()
+    alert_id = temperstack.received[0]['alert_id']
+    # --limit web1 fails again on web1: a different description, so the Alarm is updated, but web2 stays
+    # one of its hosts.
+    again = run(cliargs={'subset': 'web1'}).playbook().play().failed('web1').stats()
+    assert temperstack.status_list == ['Alarm', 'Alarm']
+    assert again.alarm_hosts(alert_id) == ('web1', 'web2')
+    run(cliargs={'subset': 'web1'}).playbook().play().ok('web1').stats()
+    assert temperstack.status_list == ['Alarm', 'Alarm']
+    green_run(run)
+    assert temperstack.status_list == ['Alarm', 'Alarm', 'OK']
+
+
+def test_the_hosts_of_an_alarm_waiting_in_the_outbox_accumulate_too(run, temperstack):
+    temperstack.down = True
+    run().playbook().play().failed('web1').failed('web2').stats()
+    run(cliargs={'subset': 'web1'}).playbook().play().failed('web1').stats()
+    temperstack.down = False
+    run(cliargs={'subset': 'web1'}).playbook().play().ok('web1').stats()
+
+    # Both queued Alarms are delivered, in order, and no OK: web2 was not checked since it failed.
+    assert temperstack.status_list == ['Alarm', 'Alarm']
+    green_run(run)
+    assert temperstack.status_list == ['Alarm', 'Alarm', 'OK']
+
+
+def test_the_same_alarm_naming_more_hosts_than_on_record_still_records_them(run, temperstack):
+    # With enough long host names the description's host list and failure lines are cut to fit, so
+    # two runs that failed on different hosts can make the same payload. The record must still learn
+    # the hosts of the second, or an OK would not wait for them.
+    common = [f'host-{index:03d}-' + 'x' * 150 for index in range(120)]
+    first, second = common + ['zz-first'], common + ['zz-second']
+    r = run().playbook().play()
+    for host in first:
+        r.failed(host, msg='down')
+    r.stats()
+    alert_id = temperstack.received[0]['alert_id']
+    r = run().playbook().play()
+    for host in second:
+        r.failed(host, msg='down')
+    r.stats()
+
+    assert temperstack.received[1] == temperstack.received[0]  # the same payload (and so sent again)
+    assert set(r.alarm_hosts(alert_id)) == set(first) | set(second)
+    run(cliargs={'subset': 'all:!zz-second'}).playbook().play().ok(*first).stats()
+    assert temperstack.status_list == ['Alarm', 'Alarm']  # zz-second was not checked again
 
 
 def test_a_host_that_only_skipped_counts_as_ran_under_limit(run, temperstack):
@@ -615,6 +703,82 @@ def test_end_host_on_some_hosts_only_still_blocks_the_ok(run, temperstack):
     r.meta('end_host', ended=['web2'], skipped=['web1'], when="inventory_hostname == 'web2'").ok('web1').stats()
 
     assert temperstack.status_list == ['Alarm']
+
+
+@pytest.mark.parametrize('action', ['end_host', 'any_errors_fatal'])
+def test_under_scope_host_a_host_ended_early_blocks_its_own_ok_only(run, temperstack, action):
+    run(scope='host').playbook().play().failed('web1').failed('web2').stats()
+    r = run(scope='host').playbook().play().ok('web1', 'web2')
+    if action == 'end_host':
+        r.meta('end_host', ended=['web2'], skipped=['web1'], when="inventory_hostname == 'web2'")
+    else:
+        r.ended('web2')
+    r.ok('web1', task='After').stats()
+
+    assert [(p['status'], p['resource_id']) for p in temperstack.received] == [
+        ('Alarm', 'web1'), ('Alarm', 'web2'), ('OK', 'web1'),
+    ]
+    run(scope='host').playbook().play().ok('web1', 'web2').stats()
+    assert [(p['status'], p['resource_id']) for p in temperstack.received][3:] == [('OK', 'web2')]
+
+
+def test_under_scope_host_a_host_ended_before_its_first_task_sends_no_ok(run, temperstack):
+    # web2 was taken out of play One before it ran a task there; running play Two is not running the playbook.
+    run(scope='host').playbook().play('One').failed('web2').stats()
+    run(scope='host').playbook().play('One').ok('web1').ended('web2').play('Two').ok('web1', 'web2').stats()
+
+    assert temperstack.status_list == ['Alarm']
+
+
+def test_under_scope_host_a_host_ended_early_in_one_play_sends_no_ok_for_the_playbook(run, temperstack):
+    run(scope='host').playbook().play('One').failed('web2').stats()
+    run(scope='host').playbook().play('One').ok('web1', 'web2').meta('end_host', ended=['web2']).play('Two').ok(
+        'web1', 'web2').stats()
+
+    assert temperstack.status_list == ['Alarm']
+
+
+def test_under_scope_playbook_end_host_on_one_host_blocks_the_ok(run, temperstack):
+    failing_run(run, scope='playbook')
+    run(scope='playbook').playbook().play().ok('web1', 'web2').meta('end_host', ended=['web2']).stats()
+
+    assert temperstack.status_list == ['Alarm']
+
+
+def test_a_play_that_matched_no_hosts_sends_no_ok(run, temperstack):
+    run().playbook().play().failed('web1').failed('web2').stats()
+    r = run().playbook().play().no_hosts_matched().stats()
+
+    assert temperstack.status_list == ['Alarm']
+    assert r.summary == []
+    green_run(run)
+    assert temperstack.status_list == ['Alarm', 'OK']
+
+
+def test_a_play_that_matched_no_hosts_sends_no_ok_even_for_an_alarm_that_names_no_host(run, temperstack):
+    r = failing_run(run)
+    alert_id = temperstack.received[0]['alert_id']
+    with Ledger(r.options['ledger_path']) as ledger:  # as kept before the ledger kept an Alarm's hosts
+        ledger.record(r.callback._endpoint_key, Alert(temperstack.received[0]), ())
+    assert r.alarm_hosts(alert_id) == ()
+    run().playbook().play().no_hosts_matched().stats()
+
+    assert temperstack.status_list == ['Alarm']
+
+
+def test_under_scope_playbook_a_play_that_matched_no_hosts_blocks_the_ok(run, temperstack):
+    run(scope='playbook').playbook().play('Web').failed('web1').play('Canary').ok('web2').stats()
+    run(scope='playbook').playbook().play('Web').ok('web1').play('Canary').no_hosts_matched().stats()
+
+    assert temperstack.status_list == ['Alarm']
+
+
+def test_under_scope_host_a_play_that_matched_no_hosts_leaves_the_hosts_oks_alone(run, temperstack):
+    # It ran on no host, so no host's unit holds it; web1 ran every play that named it.
+    run(scope='host').playbook().play('Web').failed('web1').stats()
+    run(scope='host').playbook().play('Web').ok('web1').play('Canary').no_hosts_matched().stats()
+
+    assert temperstack.status_list == ['Alarm', 'OK']
 
 
 def test_no_hosts_remaining_blocks_the_ok(run, temperstack):
@@ -871,3 +1035,73 @@ def test_bad_settings_disable_at_start_with_one_warning(run, temperstack, option
     assert len(r.display.warnings) == 1
     assert named in r.display.warnings[0]
     assert temperstack.processes == []
+
+
+# -- a failure Ansible counted is never lost, however the run ends (issue 10, item 3) ---------------
+
+
+def exit_run(temperstack) -> None:
+    """What the interpreter does at exit after Ctrl-C or an ERROR! abort: the run's exit handler."""
+    handler = temperstack.exit_handlers.pop()
+    handler()
+
+
+@pytest.mark.parametrize('scope', ['play', 'host', 'playbook'])
+def test_an_interrupted_run_sends_the_alarms_of_what_failed_so_far_and_no_ok(run, temperstack, scope):
+    failing_run(run, scope=scope, host='web2')  # an open Alarm for web2's unit
+    sent_before = len(temperstack.received)
+    r = run(scope=scope).playbook().play().failed('web1', msg='disk full').ok('web2')
+    assert len(temperstack.received) == sent_before  # held, not sent, while the run goes on
+    exit_run(temperstack)
+
+    new = temperstack.received[sent_before:]
+    assert [p['status'] for p in new] == ['Alarm']
+    assert 'web1' in new[0]['description'] and 'disk full' in new[0]['description']
+    assert any('ended before its end' in warning for warning in r.display.warnings)
+    assert any(line.startswith('Temperstack: sent 1 Alarm') for line in r.summary)
+
+
+def test_the_exit_handler_of_a_run_that_ended_normally_does_nothing(run, temperstack):
+    r = run().playbook().play().failed('web1').stats()
+    received = list(temperstack.received)
+    exit_run(temperstack)
+    assert temperstack.received == received
+    assert not any('ended before its end' in warning for warning in r.display.warnings)
+
+
+def test_an_interrupted_green_run_resolves_nothing(run, temperstack):
+    failing_run(run)
+    r = run().playbook().play().ok('web1', 'web2')
+    exit_run(temperstack)
+    assert temperstack.status_list == ['Alarm']
+    assert r.display.warnings == []
+
+
+def test_a_failure_is_held_with_the_hosts_of_the_open_alarm(run, temperstack):
+    run().playbook().play().failed('web1').failed('web2').stats()
+    r = run().playbook().play().failed('web1')
+    with Ledger(r.options['ledger_path']) as ledger:
+        ledger.release_holds(r.callback._run_token)
+        [held] = ledger.pending(r.callback._endpoint_key)
+    assert held.hosts == ('web1', 'web2')
+
+
+def test_the_failures_held_by_a_killed_run_on_this_controller_go_first_in_the_next(run, temperstack, monkeypatch):
+    dead_pid = 2 ** 22 + 7  # above Linux's pid_max: no process has it
+    with monkeypatch.context() as patch:
+        # The killed run's holds name a process that no longer exists.
+        patch.setattr(playbook_alerts, '_holder', lambda: f'{playbook_alerts.socket.gethostname()}:{dead_pid}')
+        run().playbook().play().ok('web2').failed('web1', msg='killed mid-play')
+    temperstack.exit_handlers.clear()  # SIGKILL: no exit handler, no stats, and its delivery process died too
+    assert temperstack.received == []
+
+    run().playbook('other.yml').play('Green').ok('db1').stats()
+    assert [(p['status'], 'killed mid-play' in p['description']) for p in temperstack.received] == [('Alarm', True)]
+
+
+def test_failures_held_by_a_live_run_are_left_alone(run, temperstack):
+    running = run().playbook().play().failed('web1')
+    run().playbook('other.yml').play('Green').ok('db1').stats()
+    assert temperstack.received == []
+    running.ok('web2').stats()
+    assert temperstack.status_list == ['Alarm']

@@ -24,7 +24,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch imp
     is_news,
     is_withheld,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError
 
 
 @pytest.fixture
@@ -521,3 +521,79 @@ def test_one_alert_id_is_delivered_in_order_whatever_the_workers(ledger, endpoin
 
     assert client.sent == [('same', 'Alarm'), ('same', 'OK'), ('same', 'Alarm'), ('same', 'OK')]
     assert client.peak == 1
+
+
+# -- sent, but not recorded (issue 10, item 10) ----------------------------------------------------
+
+
+def test_a_ledger_error_after_a_2xx_is_reported_as_sent_but_not_recorded(ledger, endpoint, client, opener, make_alert, monkeypatch):
+    def broken_record(*args, **kwargs):
+        raise LedgerError('the ledger /x failed: database or disk is full')
+
+    monkeypatch.setattr(ledger, 'record', broken_record)
+    outcome = dispatch(make_alert(), endpoint, ledger, client)
+
+    assert (outcome.changed, outcome.sent, outcome.http_status) == (True, True, 200)
+    assert outcome.unrecorded == 'the ledger /x failed: database or disk is full'
+    assert len(opener.calls) == 1
+
+
+# -- one sender per alert chain (item 5) -----------------------------------------------------------
+
+
+def test_concurrent_senders_deliver_each_chain_once_and_in_order(ledger_path, endpoint, make_alert):
+    with Ledger(ledger_path) as ledger:
+        for alert_id in ('a', 'b', 'c'):
+            ledger.queue(endpoint.ledger_key, make_alert(alert_id=alert_id))
+            ledger.queue(endpoint.ledger_key, make_alert(alert_id=alert_id, status='OK'))
+    client = SlowClient(endpoint, latency=0.05)
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            with Ledger(ledger_path) as own:
+                send_outbox(own, client)
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    for alert_id in ('a', 'b', 'c'):
+        assert [status for aid, status in client.sent if aid == alert_id] == ['Alarm', 'OK']
+    with Ledger(ledger_path) as ledger:
+        assert ledger.pending(endpoint.ledger_key) == []
+
+
+def test_a_sender_leaves_an_alert_claimed_by_another_alone(ledger, endpoint, make_alert):
+    ledger.queue(endpoint.ledger_key, make_alert(alert_id='a'))
+    ledger.queue(endpoint.ledger_key, make_alert(alert_id='b'))
+    held = ledger.try_claim(endpoint.ledger_key, 'a', lease=30)
+    client = SlowClient(endpoint, latency=0)
+    send_outbox(ledger, client)
+    assert client.sent == [('b', 'Alarm')]
+    assert [q.alert.alert_id for q in ledger.pending(endpoint.ledger_key)] == ['a']
+    ledger.release(held)
+
+
+def test_a_sender_whose_claim_was_taken_over_stops_before_sending_again(ledger_path, endpoint, make_alert):
+    with Ledger(ledger_path) as ledger, Ledger(ledger_path) as rival:
+        ledger.queue(endpoint.ledger_key, make_alert(alert_id='a'))
+        ledger.queue(endpoint.ledger_key, make_alert(alert_id='a', status='OK'))
+
+        class TakenOverAfterFirstSend(SlowClient):
+            def send(self, payload):
+                ack = super().send(payload)
+                # The sender stalls past its lease and another takes the alert over.
+                with rival._conn:
+                    rival._conn.execute("UPDATE claims SET token = 'rival'")
+                return ack
+
+        client = TakenOverAfterFirstSend(endpoint, latency=0)
+        with pytest.raises(LedgerError, match='passed to another sender'):
+            send_outbox(ledger, client)
+        assert client.sent == [('a', 'Alarm')]  # the OK was not sent by the sender that lost the claim
+        assert [q.alert.status for q in ledger.pending(endpoint.ledger_key)] == ['Alarm', 'OK']
