@@ -47,6 +47,18 @@ description:
     end of the run the callback waits at most O(flush_timeout) seconds for pending deliveries, then prints one line saying what was sent or queued, and a
     warning if delivery failed. What was not delivered stays in the outbox and is delivered first, oldest first,
     by the next run with the same endpoint, so an V(OK) never reaches Temperstack before its V(Alarm).
+    Each alert's entries have one sender at a time, across runs, module tasks and delivery processes that share the
+    ledger, so an V(Alarm) is never delivered after its V(OK).
+  - A failure Ansible has counted is never lost, however the run ends. It is written to the ledger (held, not sent)
+    the moment it is seen, and replaced by its unit's V(Alarm) when the unit ends. If the run ends first, it is
+    sent as the V(Alarm) of the failures seen so far - by ansible-playbook within O(flush_timeout) on Ctrl-C or an
+    C(ERROR!) that aborts the run, by the delivery process at once when ansible-playbook is killed (SIGTERM,
+    SIGKILL), or by the next run with this callback on the same controller when every process of the run was
+    killed. Up to 100 failures of one unit are each written when seen; beyond that, a failure storm is written
+    at most once a second.
+  - The delivery process runs isolated (C(python -I)), so nothing from the working directory, the user's
+    site-packages or E(PYTHONPATH) is imported into the process that holds the key, and it gets only the
+    environment it needs (E(PATH), E(HOME), locale, proxy and CA bundle variables).
   - Without a configured endpoint the callback disables itself with one warning.
 author:
   - Temperstack alerting maintainers (@temperstack)
