@@ -159,6 +159,8 @@ class Ledger:
         self.path = os.path.abspath(os.path.expanduser(path or default_ledger_path()))
         self._warn = warn or (lambda message: None)
         self._holds = True
+        # The claims this connection took and has not released, for release_claims_of().
+        self.claims: set[Claim] = set()
         _check_file_name(self.path)
         if read_only:
             self._conn = self._open_read_only()
@@ -349,10 +351,23 @@ class Ledger:
     def try_claim(self, endpoint: str, alert_id: str, lease: float) -> Claim | None:
         """The alert's claim, or None at once if another process holds it."""
         claim = Claim(endpoint, alert_id, uuid.uuid4().hex, lease)
-        return claim if self._guard(self._try_claim, claim) else None
+        if not self._guard(self._try_claim, claim):
+            return None
+        self.claims.add(claim)
+        return claim
 
     def release(self, claim: Claim) -> None:
         self._guard(self._release, claim)
+        self.claims.discard(claim)
+
+    def release_claims_of(self, other: Ledger) -> None:
+        """Release what ``other`` (a connection whose thread is stuck in a request it gives up) still claims.
+
+        The request may yet reach Temperstack, so the next sender may send that entry again: a duplicate, never
+        a reordering, and better than leaving the alert blocked for the rest of the lease.
+        """
+        for claim in list(other.claims):
+            self.release(claim)
 
     def renew(self, claim: Claim) -> None:
         """Extend ``claim`` by its lease before a send; raises ``LeaseLost`` if it is no longer this one."""

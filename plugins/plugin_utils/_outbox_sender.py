@@ -82,6 +82,7 @@ class OutboxSender:
         self._blocked = False
         self.sent: list[str] = []
         self.errors: list[str] = []
+        self._ledger: Ledger | None = None
         self._thread = threading.Thread(target=self._run, name='temperstack-outbox', daemon=True)
 
     def start(self) -> None:
@@ -97,8 +98,21 @@ class OutboxSender:
         self.notify()
         self._thread.join(max(timeout, 0.0))
         finished = not self._thread.is_alive()
+        if not finished:
+            self._give_up_claims()
         with self._lock:
             return FlushReport(list(self.sent), self._count_pending(), list(self.errors), finished)
+
+    def _give_up_claims(self) -> None:
+        # The process exits with the request still hanging: without this, the alerts it claimed would wait for
+        # the rest of their lease (minutes) before the next run could deliver them.
+        if self._ledger is None:
+            return
+        try:
+            with Ledger(self._ledger_path) as ledger:
+                ledger.release_claims_of(self._ledger)
+        except LedgerError:
+            pass  # the claims expire with their lease
 
     def _run(self) -> None:
         try:
@@ -106,6 +120,7 @@ class OutboxSender:
         except LedgerError as exc:
             self._fail(str(exc))
             return
+        self._ledger = ledger
         with ledger:
             while True:
                 self._wake.wait()

@@ -45,7 +45,13 @@ class PlayRun:
         self.hosts: set[str] = set()
         self.failures: dict[str, list[HostFailure]] = {}
         self.completed = False
+        # The play stopped before its end, for hosts unknown (no hosts remaining).
         self.cut_short = False
+        # Hosts taken out of the play before its end without a failure of their own (meta end_host,
+        # any_errors_fatal): they did not run it to its end, the other hosts may have.
+        self.ended_early: set[str] = set()
+        # Its hosts pattern named no host: an empty group, a template that resolved to nothing, --limit.
+        self.matched_no_hosts = False
 
     @property
     def label(self) -> str:
@@ -93,7 +99,17 @@ class Unit(t.NamedTuple):
 
     @property
     def ran_to_end(self) -> bool:
-        return all(play.completed and not play.cut_short for play in self.plays)
+        """Every play of the unit ran and ended, and took none of the unit's hosts out before its end.
+
+        The unit's hosts are its own host under scope host, every host under scope play or playbook. A play that
+        matched no hosts did not run, so a play or playbook unit that holds one did not run to its end.
+        """
+        for play in self.plays:
+            if not play.completed or play.cut_short or play.matched_no_hosts:
+                return False
+            if play.ended_early if self.host is None else self.host in play.ended_early:
+                return False
+        return True
 
 
 class RunBook:
@@ -134,9 +150,19 @@ class RunBook:
             self.current.failures.setdefault(host, []).append(HostFailure(task, message, unreachable))
 
     def cut_short(self) -> None:
-        """The current play stops before its end for some hosts (meta end_play/end_host, no hosts left)."""
+        """The current play stops before its end for hosts unknown (no hosts left)."""
         if self.current is not None:
             self.current.cut_short = True
+
+    def ended_early(self, hosts: t.Iterable[str]) -> None:
+        """``hosts`` were taken out of the current play before its end without a failure of their own."""
+        if self.current is not None:
+            self.current.ended_early.update(hosts)
+
+    def no_hosts_matched(self) -> None:
+        """The current play's hosts pattern named no host, so the play ran nothing."""
+        if self.current is not None:
+            self.current.matched_no_hosts = True
 
     def units(self, scope: str, prefix: str, plays: t.Iterable[PlayRun] | None = None) -> list[Unit]:
         """Group ``plays`` (all so far by default) into the units of ``scope``."""
@@ -145,7 +171,8 @@ class RunBook:
             if scope == 'play':
                 keys = [(play.playbook, play.label, None)]
             elif scope == 'host':
-                keys = [(play.playbook, None, host) for host in sorted(play.hosts)]
+                # A host taken out before it ran a task of the play still did not run the play to its end.
+                keys = [(play.playbook, None, host) for host in sorted(play.hosts | play.ended_early)]
             else:
                 keys = [(play.playbook, None, None)]
             for playbook, play_label, host in keys:
@@ -207,6 +234,26 @@ def ok_for(unit: Unit, settings: AlertSettings) -> Alert:
 
 def failed_hosts_of(unit: Unit) -> list[str]:
     return sorted(unit.failed_hosts)
+
+
+def hosts_of_open_alarm(open_alarm_hosts: t.Iterable[str], failed_hosts: t.Iterable[str]) -> list[str]:
+    """The hosts an Alarm names: those of the Alarm still open, and this run's failed hosts.
+
+    They accumulate until the OK, so a narrower run (--limit) that fails again adds its hosts to the
+    Alarm's and never replaces them: every one of them must run the unit again before an OK.
+    """
+    return sorted(set(open_alarm_hosts) | set(failed_hosts))
+
+
+def recovered(unit: Unit, alarm_hosts: t.Iterable[str]) -> bool:
+    """Whether ``unit`` may resolve its open Alarm, which names ``alarm_hosts``.
+
+    An OK claims that every host named in the Alarm ran the unit again, to its end, and succeeded.
+    Anything less is no OK: no host ran it, a host of the Alarm did not run it (--limit, an inventory
+    change, a failure in an earlier play), or it was cut short.
+    """
+    ran = unit.ran_hosts
+    return bool(ran) and not unit.failed_hosts and unit.ran_to_end and set(alarm_hosts) <= ran
 
 
 def _alert(unit: Unit, settings: AlertSettings, status: str, description: str) -> Alert:

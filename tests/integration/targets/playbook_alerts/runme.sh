@@ -564,6 +564,84 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------
+scenario 19-empty-group "issue 10 item 1: a play for a group that is empty now resolves nothing"
+FILLED="$SCENARIO_DIR/canary-filled.ini"
+EMPTIED="$SCENARIO_DIR/canary-emptied.ini"
+printf '[canary]\nweb1\nweb2\n' >"$FILLED"
+printf '[canary]\n' >"$EMPTIED"
+pa 2 canary.yml -i "$FILLED" -e failing=web1,web2
+expect_sent "^200 Alarm ansible-canary-yml-canary-play-$ID\$"
+CANARY=$(sent_id 1)
+# The inventory changed and the group is empty now (or a dynamic inventory returned nothing): no host
+# ran the play, so nothing recovered.
+pa 0 canary.yml -i "$EMPTIED"
+expect_in "$OUT" 'skipping: no hosts matched'
+expect_sent
+pa 0 canary.yml -i "$FILLED"
+expect_sent "^200 OK $CANARY\$"
+
+# ---------------------------------------------------------------------------------------------------
+scenario 20-hosts-template "issue 10 item 1: a play whose hosts template resolves to no host resolves nothing"
+# hosts: "{{ target }}", narrowed to nothing (by an AWX survey, an extra var).
+pa 2 target.yml -e target=web -e failing=web1,web2
+expect_sent "^200 Alarm ansible-target-yml-targeted-play-$ID\$"
+TARGETED=$(sent_id 1)
+pa 0 target.yml -e 'target=web:!web1:!web2'
+expect_in "$OUT" 'skipping: no hosts matched'
+expect_sent
+pa 0 target.yml -e target=web
+expect_sent "^200 OK $TARGETED\$"
+
+# ---------------------------------------------------------------------------------------------------
+scenario 21-limit-accumulates "issue 10 item 2: an Alarm's hosts accumulate; a run limited to some of them resolves nothing"
+pa 2 lifecycle.yml -e failing=web1,web2
+expect_sent "^200 Alarm ansible-lifecycle-yml-deploy-web-tier-$ID\$"
+STORY=$(sent_id 1)
+# Failing again on web1 under --limit web1 updates the Alarm (its description names web1 only), and
+# web2 stays one of its hosts: it was not checked again.
+pa 2 lifecycle.yml --limit web1 -e failing=web1
+expect_sent "^200 Alarm $STORY\$"
+pa 0 lifecycle.yml --limit web1
+expect_sent
+pa 0 lifecycle.yml
+expect_sent "^200 OK $STORY\$"
+
+# ---------------------------------------------------------------------------------------------------
+scenario 22-end-host-per-host "issue 10 item 9: under scope host, meta end_host on web2 holds back web2's OK only"
+EXTRA_ENV=(TEMPERSTACK_SCOPE=host)
+pa 2 meta.yml -e failing=web1,web2
+expect_sent "^200 Alarm ansible-meta-yml-web[12]-$ID\$" "^200 Alarm ansible-meta-yml-web[12]-$ID\$"
+WEB1=$("${CHECK[@]}" lines 0 | awk '$3 ~ /-web1-/ {print $3}')
+WEB2=$("${CHECK[@]}" lines 0 | awk '$3 ~ /-web2-/ {print $3}')
+[[ -n "$WEB1" && -n "$WEB2" ]] || ts_fail "no alert per host"
+pa 0 meta.yml -e end_host=web2
+expect_sent "^200 OK $WEB1\$"
+pa 0 meta.yml
+expect_sent "^200 OK $WEB2\$"
+EXTRA_ENV=()
+
+# ---------------------------------------------------------------------------------------------------
+scenario 23-isolated-sender "issue 10 item 4: the delivery process imports nothing from the playbook directory"
+# Each file shadows a module of the standard library that the delivery process needs, for any Python
+# that has this directory (ansible-playbook's working directory) on its path.
+PLAYBOOK_DIR="$SCENARIO_DIR/playbooks"
+mkdir -p "$PLAYBOOK_DIR"
+cp lifecycle.yml "$PLAYBOOK_DIR/"
+for name in json selectors random queue; do
+    printf '%s\n' "open('$SCENARIO_DIR/imported-$name', 'w').close()" \
+        "raise RuntimeError('$name.py of the playbook directory was imported')" >"$PLAYBOOK_DIR/$name.py"
+done
+cd "$PLAYBOOK_DIR"
+pa 2 lifecycle.yml -e failing=web1
+cd "$HERE"
+for name in json selectors random queue; do
+    [[ ! -e "$SCENARIO_DIR/imported-$name" ]] || ts_fail "$name.py of the playbook directory was imported"
+done
+echo "ok: no Python file of the playbook directory was imported"
+expect_sent "^200 Alarm ansible-lifecycle-yml-deploy-web-tier-$ID\$"
+expect_count_in "$OUT" '^Temperstack: sent 1 Alarm$' 1
+
+# ---------------------------------------------------------------------------------------------------
 ts_log "secrets everywhere: the key of scenario 16 in no file of the work dir (outputs, ledgers, logs)"
 leaks=$(ts_ctl find-text "$SECRET_KEY" "$TS_WORK")
 [[ -z "$leaks" ]] || ts_fail "the key was written to: $leaks"

@@ -577,3 +577,18 @@ def test_a_run_that_dies_has_its_held_failures_delivered_by_the_process(ledger, 
     assert sequence(server.bodies) == [('a', 'Alarm'), ('b', 'Alarm')]
     assert ledger.pending(local_endpoint.ledger_key) == []
     assert isinstance(child, subprocess.Popen)
+
+
+def test_a_flush_that_gives_up_on_a_hanging_request_releases_its_claims(ledger, ledger_path, endpoint, story):
+    gate = threading.Event()
+    queue_all(ledger, endpoint, story)
+    sender = OutboxSender(FakeClient(endpoint, gate=gate), ledger_path)
+    sender.start()
+    try:
+        _wait_for(lambda: sender._ledger is not None and sender._ledger.claims, timeout=10)
+        report = sender.flush(0.2)
+        assert report.finished is False
+        # The next run need not wait for the hanging sender's lease to deliver the alert it was sending.
+        assert ledger.try_claim(endpoint.ledger_key, story[0].alert_id, lease=5) is not None
+    finally:
+        gate.set()

@@ -28,7 +28,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units im
     RunBook,
     alarm_for,
     failed_hosts_of,
+    hosts_of_open_alarm,
     ok_for,
+    recovered,
     unit_alert_id,
     validate_settings,
 )
@@ -204,6 +206,87 @@ def test_a_cut_play_spoils_every_unit_that_spans_it():
     assert not only_unit(book, 'host').ran_to_end
 
 
+def test_a_host_ended_early_spoils_its_own_host_unit_only():
+    # meta end_host on web2: web1 ran the play to its end, web2 did not.
+    book = RunBook()
+    book.start_play('site.yml', 'Web')
+    book.host_ran('web1')
+    book.host_ran('web2')
+    book.ended_early(['web2'])
+    book.end_play()
+
+    assert {u.host: u.ran_to_end for u in book.units('host', 'ansible')} == {'web1': True, 'web2': False}
+    # A play or playbook unit is about all of its hosts: one of them not at the end spoils it.
+    assert not only_unit(book, 'play').ran_to_end
+    assert not only_unit(book, 'playbook').ran_to_end
+
+
+def test_a_host_ended_before_it_ran_anything_still_has_a_unit_that_did_not_run_to_its_end():
+    book = RunBook()
+    book.start_play('site.yml', 'Web')
+    book.host_ran('web1')
+    book.ended_early(['web2'])
+    book.end_play()
+
+    units = {u.host: u for u in book.units('host', 'ansible')}
+    assert not units['web2'].ran_to_end
+    assert units['web2'].ran_hosts == set()
+    assert units['web1'].ran_to_end
+
+
+def test_a_play_that_matched_no_hosts_did_not_run_to_its_end():
+    book = RunBook()
+    book.start_play('site.yml', 'Web')
+    book.host_ran('web1')
+    book.start_play('site.yml', 'Canary')
+    book.no_hosts_matched()
+    book.end_play()
+
+    assert {u.play: u.ran_to_end for u in book.units('play', 'ansible')} == {'Web': True, 'Canary': False}
+    assert not only_unit(book, 'playbook').ran_to_end
+    # It has no host, so it is part of no host's unit.
+    assert {u.host: u.ran_to_end for u in book.units('host', 'ansible')} == {'web1': True}
+
+
+def test_ok_needs_every_host_of_the_alarm_to_have_run_the_unit():
+    unit = only_unit(one_play(ran=('web1',)))
+
+    assert recovered(unit, ['web1'])
+    assert not recovered(unit, ['web1', 'web2'])  # web2: --limit, an inventory change, an earlier play
+    assert recovered(only_unit(one_play(ran=('web1', 'web2'))), ['web1', 'web2'])
+
+
+def test_ok_needs_no_failure_and_the_end_of_every_play():
+    assert not recovered(only_unit(one_play(failures=[('web1', 't', 'm')])), ['web1'])
+    book = RunBook()
+    book.start_play('site.yml', 'Deploy web tier')
+    book.host_ran('web1')
+    assert not recovered(only_unit(book), ['web1'])  # not ended: interrupted
+    book.ended_early(['web1'])
+    book.end_play()
+    assert not recovered(only_unit(book), ['web1'])
+
+
+def test_a_unit_no_host_ran_never_recovers():
+    # Even an Alarm that names no host (a record kept before hosts were) is not resolved by a unit
+    # nobody ran: a play with no tasks left, or no events.
+    unit = only_unit(one_play(ran=()))
+
+    assert unit.ran_to_end
+    assert not recovered(unit, [])
+    book = RunBook()
+    book.start_play('site.yml', 'Deploy web tier')
+    book.no_hosts_matched()
+    book.end_play()
+    assert not recovered(only_unit(book), [])
+
+
+def test_the_hosts_of_an_open_alarm_accumulate():
+    assert hosts_of_open_alarm(['web1', 'web2'], ['web1']) == ['web1', 'web2']
+    assert hosts_of_open_alarm(['web2'], ['web3', 'web1']) == ['web1', 'web2', 'web3']
+    assert hosts_of_open_alarm((), ['web1']) == ['web1']
+
+
 def test_starting_a_play_ends_the_previous_one():
     book = RunBook()
     first = book.start_play('site.yml', 'One')
@@ -218,6 +301,8 @@ def test_events_before_any_play_are_ignored():
     book.host_ran('web1')
     book.host_failed('web1', 't', 'm')
     book.cut_short()
+    book.ended_early(['web1'])
+    book.no_hosts_matched()
 
     assert book.end_play() is None
     assert book.units('play', 'ansible') == []
