@@ -15,6 +15,7 @@ import typing as t
 # each task some 20 ms. The client itself imports it only when it sends (see _client._urls).
 import ansible.module_utils.urls  # pylint: disable=unused-import
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.parameters import env_fallback
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import (
@@ -52,10 +53,12 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     'api_key': {'type': 'str', 'no_log': True},
     'org': {'type': 'str'},
     'base_url': {'type': 'str'},
-    'timeout': {'type': 'int', 'default': DEFAULT_TIMEOUT},
-    'retries': {'type': 'int', 'default': DEFAULT_RETRIES},
-    'validate_certs': {'type': 'bool', 'default': True},
-    'ca_path': {'type': 'path'},
+    # The callback reads the same variables (doc_fragments/connection.py): a private CA or a timeout set in the
+    # environment must mean the same to both. An option set on the task, or by module_defaults, wins.
+    'timeout': {'type': 'int', 'default': DEFAULT_TIMEOUT, 'fallback': (env_fallback, ['TEMPERSTACK_TIMEOUT'])},
+    'retries': {'type': 'int', 'default': DEFAULT_RETRIES, 'fallback': (env_fallback, ['TEMPERSTACK_RETRIES'])},
+    'validate_certs': {'type': 'bool', 'default': True, 'fallback': (env_fallback, ['TEMPERSTACK_VALIDATE_CERTS'])},
+    'ca_path': {'type': 'path', 'fallback': (env_fallback, ['TEMPERSTACK_CA_PATH'])},
     'ledger_path': {'type': 'path'},
     'force': {'type': 'bool', 'default': False},
     'only_if_raised': {'type': 'bool', 'default': False},
@@ -85,6 +88,11 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=exc.message, sent=False, http_status=exc.http_status, attempts=exc.attempts)
         else:
             result.update(_outcome_result(outcome, diff=self._task.diff))
+            if outcome.unrecorded:
+                warnings.append(
+                    f'{outcome.alert.status} for alert {outcome.alert.alert_id} reached Temperstack, but the ledger '
+                    f'could not record it ({outcome.unrecorded}); the next run may send it again'
+                )
         if warnings:
             result['warnings'] = warnings
         return result
@@ -119,13 +127,13 @@ class ActionModule(ActionBase):
 
 @contextlib.contextmanager
 def _ledger(path: str, warn: t.Callable[[str], None], check_mode: bool) -> t.Iterator[Ledger]:
-    """The ledger for one task: the worker's shared one, or in check mode one that creates nothing on disk.
+    """The ledger for one task: the worker's shared one, or in check mode a read-only one that changes nothing on disk.
 
     The items of a loop run in one worker process; sharing one ledger connection between them saves SQLite's
     checkpoint and write-ahead-log set-up on every item (see ``shared_ledger``).
     """
     if check_mode:
-        with Ledger(path, warn=warn, create=False) as ledger:
+        with Ledger(path, warn=warn, read_only=True) as ledger:
             yield ledger
         return
     ledger = shared_ledger(path, warn=warn)
@@ -175,6 +183,8 @@ def _summary(outcome: Outcome) -> str:
         if outcome.changed:
             return f'Queued alerts would be delivered; {withheld}'
         return withheld
+    if outcome.sent and outcome.unrecorded:
+        return f'{status} sent for alert {alert_id}, but not recorded in the ledger'
     if outcome.sent:
         return f'{status} sent for alert {alert_id}'
     if outcome.changed:

@@ -271,6 +271,7 @@ class CallbackModule(CallbackBase):
         )
         # A bad URL or priority is found now, not when the first Alarm is due.
         validate_settings(self._settings)
+        _reject_empty_variables(os.environ)
         client = TemperstackClient(
             endpoint,
             timeout=check_timeout(self.get_option('timeout')),
@@ -508,8 +509,20 @@ class CallbackModule(CallbackBase):
             )
 
 
+_CLIENT_VARIABLES = ('TEMPERSTACK_TIMEOUT', 'TEMPERSTACK_RETRIES', 'TEMPERSTACK_VALIDATE_CERTS', 'TEMPERSTACK_CA_PATH')
 # Up to this many failures in one unit, each is written to the ledger the moment it is seen.
 HOLD_EVERY_FAILURE_UP_TO = 100
+
+
+def _reject_empty_variables(environ: t.Mapping[str, str]) -> None:
+    """An empty TEMPERSTACK_* setting is an error, as it is for the alert module.
+
+    Ansible's configuration reads an empty boolean as false: an empty TEMPERSTACK_VALIDATE_CERTS would quietly
+    turn certificate checks off.
+    """
+    for name in _CLIENT_VARIABLES:
+        if name in environ and not environ[name].strip():
+            raise AlertValidationError(f'{name} is set but empty: give it a value or unset it')
 
 
 def _holder() -> str:

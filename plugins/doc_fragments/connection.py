@@ -41,25 +41,30 @@ options:
   timeout:
     description:
       - Seconds to wait for Temperstack to answer one request, at most 3600.
+      - If not set, the value of the E(TEMPERSTACK_TIMEOUT) environment variable is used.
     type: int
     default: 10
   retries:
     description:
-      - How many times a request is repeated after a connection error, a timeout, HTTP 429 or HTTP 5xx,
-        with exponential backoff and jitter between attempts. A C(Retry-After) header is honoured up to 30 seconds.
-      - Other HTTP 4xx answers are final and never repeated.
+      - How many times a request is repeated after a connection error (a TLS handshake that a proxy or load balancer
+        closes or resets included), a timeout, HTTP 429 or HTTP 5xx, with exponential backoff and jitter between
+        attempts. A C(Retry-After) header is honoured up to 30 seconds.
+      - Other HTTP 4xx answers, and a certificate that fails verification, are final and never repeated.
       - A task therefore gives up after at most O(timeout) x (O(retries) + 1) seconds plus the pauses between attempts.
+      - If not set, the value of the E(TEMPERSTACK_RETRIES) environment variable is used.
     type: int
     default: 3
   validate_certs:
     description:
       - Verify Temperstack's TLS certificate.
       - Set to V(false) only on a test endpoint you control.
+      - If not set, the value of the E(TEMPERSTACK_VALIDATE_CERTS) environment variable is used.
     type: bool
     default: true
   ca_path:
     description:
       - A PEM file of CA certificates to verify Temperstack's certificate with, instead of the system's.
+      - If not set, the value of the E(TEMPERSTACK_CA_PATH) environment variable is used.
     type: path
   ledger_path:
     description:
@@ -72,6 +77,9 @@ options:
     type: path
 notes:
   - Proxies from the usual environment variables (E(https_proxy), E(http_proxy), E(no_proxy)) are honoured.
+  - The E(TEMPERSTACK_*) environment variables named above mean the same to the P(temperstack.alerting.playbook_alerts#callback)
+    callback, so one environment configures both. An option set on the task, directly or through C(module_defaults),
+    wins over its variable.
 """
 
     # The same options for the playbook_alerts callback, which reads them from ansible.cfg and the environment.
@@ -127,8 +135,9 @@ options:
         key: timeout
   retries:
     description:
-      - How many times a request is repeated after a connection error, a timeout, HTTP 429 or HTTP 5xx,
-        with exponential backoff and jitter. Other HTTP 4xx answers are final.
+      - How many times a request is repeated after a connection error (a TLS handshake that a proxy or load balancer
+        closes or resets included), a timeout, HTTP 429 or HTTP 5xx, with exponential backoff and jitter. Other HTTP
+        4xx answers, and a certificate that fails verification, are final.
     type: int
     default: 3
     env:

@@ -209,8 +209,10 @@ class TemperstackClient:
             raise _Retryable(f'no answer within the {self.timeout:g} s timeout') from None
         except URLError as exc:
             raise self._url_error(exc) from None
-        except (ssl.SSLError, _urls().SSLValidationError) as exc:
+        except (ssl.SSLCertVerificationError, _urls().SSLValidationError) as exc:
             raise SendError(self._tls_message(exc), None, 0) from None
+        except ssl.SSLError as exc:
+            raise self._tls_broken(exc) from None
         except (HTTPException, _urls().ConnectionError, OSError) as exc:
             raise _Retryable(f'the connection failed ({self._describe(exc)})') from None
 
@@ -236,9 +238,17 @@ class TemperstackClient:
         reason = exc.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):
             return _Retryable(f'no answer within the {self.timeout:g} s timeout')
-        if isinstance(reason, ssl.SSLError):
+        if isinstance(reason, ssl.SSLCertVerificationError):
             return SendError(self._tls_message(reason), None, 0)
+        if isinstance(reason, ssl.SSLError):
+            return self._tls_broken(reason)
         return _Retryable(f'the connection failed ({self._describe(reason)})')
+
+    def _tls_broken(self, exc: ssl.SSLError) -> _Retryable:
+        # Only a refused certificate is final. An EOF or a reset during the handshake is what a proxy or a load
+        # balancer does while it restarts or fails over; the next attempt usually gets through.
+        # str(), because an SSLError's reason alone ("UNEXPECTED_EOF_WHILE_READING") drops OpenSSL's explanation.
+        return _Retryable(f'the TLS connection failed ({self.endpoint.mask(str(exc) or type(exc).__name__)})')
 
     def _tls_message(self, exc: BaseException) -> str:
         described = self._describe(exc)

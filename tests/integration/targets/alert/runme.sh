@@ -21,6 +21,8 @@ KEY="itest-$(ts_random_hex)"            # the key of ordinary scenarios
 SECRET_KEY="TSKEY-$(ts_random_hex)"     # the key that scenario 10 must find in no output and no file
 ts_init "$KEY,$SECRET_KEY"
 started=$SECONDS
+# The module reads these too: one set where the tests run must not change what the scenarios expect.
+unset TEMPERSTACK_TIMEOUT TEMPERSTACK_RETRIES TEMPERSTACK_VALIDATE_CERTS TEMPERSTACK_CA_PATH
 
 cat >"$TS_WORK/vars.yml" <<EOF
 ts_url: "$TS_URL"
@@ -258,6 +260,110 @@ scenario_12_rejected() {  # rejected keys fail clearly
 }
 
 # ---------------------------------------------------------------------------------------------------
+# 13. TEMPERSTACK_TIMEOUT, _RETRIES, _VALIDATE_CERTS and _CA_PATH, which the callback has always read, mean the
+# same to the module; an option set on the task wins. The TLS cases use a second stand-in that serves HTTPS
+# with a certificate for 127.0.0.1 signed by a private CA (made with trustme, from requirements-test.txt).
+TLS_STAND_IN_PID=
+
+stop_tls_stand_in() {
+    if [[ -n "$TLS_STAND_IN_PID" ]]; then
+        kill "$TLS_STAND_IN_PID" 2>/dev/null || true
+        wait "$TLS_STAND_IN_PID" 2>/dev/null || true
+        TLS_STAND_IN_PID=
+    fi
+}
+
+cleanup() {
+    local status=$?
+    set +e  # clean up everything, whatever fails on the way
+    stop_tls_stand_in
+    # ts_cleanup keeps the work directory only if the script failed: hand it the status the script ends with.
+    (exit "$status")
+    ts_cleanup
+}
+trap cleanup EXIT
+
+# start_tls_stand_in DIR: writes DIR/ca.pem (the private CA), DIR/other-ca.pem (a CA that signed nothing here),
+# starts the stand-in with a certificate from the first and sets TLS_BASE_URL.
+start_tls_stand_in() {
+    local dir=$1
+    mkdir -p "$dir"
+    "$TS_PYTHON" - "$dir" <<'PYTHON' || ts_fail "cannot make the test certificates (is trustme installed? pip install -r requirements-test.txt)"
+import os
+import sys
+
+import trustme
+
+directory = sys.argv[1]
+ca = trustme.CA()
+ca.cert_pem.write_to_path(os.path.join(directory, 'ca.pem'))
+leaf = ca.issue_cert('127.0.0.1')
+leaf.cert_chain_pems[0].write_to_path(os.path.join(directory, 'cert.pem'))
+leaf.private_key_pem.write_to_path(os.path.join(directory, 'key.pem'))
+trustme.CA().cert_pem.write_to_path(os.path.join(directory, 'other-ca.pem'))
+PYTHON
+    "$TS_PYTHON" "$TS_STAND_IN" serve --port 0 --port-file "$dir/port" --log "$dir/requests.log" --keys "$KEY" \
+        --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem" </dev/null >"$dir/stdout" 2>"$dir/stderr" &
+    TLS_STAND_IN_PID=$!
+    if ! TLS_BASE_URL=$("$TS_PYTHON" "$TS_STAND_IN" wait --port-file "$dir/port" --timeout 15 --tls); then
+        cat "$dir/stderr" >&2 || true
+        ts_fail "the TLS stand-in did not start"
+    fi
+    echo "TLS stand-in (pid $TLS_STAND_IN_PID) at $TLS_BASE_URL"
+}
+
+expected_msg() {  # TEXT: the extra variable expected_msg, as JSON (the texts hold quotes and spaces)
+    "$TS_PYTHON" -c 'import json, sys; print(json.dumps({"expected_msg": sys.argv[1]}))' "$1"
+}
+
+tls_delivered() {  # how many webhook requests the TLS stand-in answered 2xx
+    SSL_CERT_FILE="$TLS_DIR/ca.pem" TS_URL="$TLS_BASE_URL" ts_ctl count delivered
+}
+
+scenario_13_environment() {  # the module reads TEMPERSTACK_TIMEOUT, _RETRIES, _VALIDATE_CERTS and _CA_PATH
+    TEMPERSTACK_TIMEOUT=1 TEMPERSTACK_RETRIES=0 playbook environment.yml -e phase=limits
+
+    # Bad values fail before any request, naming the option, without a traceback.
+    LEDGER="$SCENARIO_DIR/bad-values/ledger.sqlite3"
+    TEMPERSTACK_LEDGER_PATH="$LEDGER"
+    TEMPERSTACK_TIMEOUT=soon playbook environment.yml -e phase=bad -e "$(expected_msg "argument 'timeout' is of type str")"
+    TEMPERSTACK_RETRIES=11 playbook environment.yml -e phase=bad -e "$(expected_msg 'retries must be between 0 and 10, got 11')"
+    TEMPERSTACK_CA_PATH="$SCENARIO_DIR/no-such-ca.pem" playbook environment.yml -e phase=bad \
+        -e "$(expected_msg "ca_path $SCENARIO_DIR/no-such-ca.pem is not a file")"
+    expect_no_output 'Traceback|Unexpected failure'
+    expect_no_ledger
+
+    TLS_DIR="$SCENARIO_DIR/tls"
+    start_tls_stand_in "$TLS_DIR"
+    local tls=(-e phase=tls -e "tls_webhook_url=$TLS_BASE_URL/api/integration/webhook/$KEY")
+    # The private CA is not in the system's bundle: without the variable, the certificate is refused.
+    playbook environment.yml "${tls[@]}" -e env_expect=refused
+    # With it, the module verifies the certificate; a ca_path on the task wins over the variable.
+    TEMPERSTACK_CA_PATH="$TLS_DIR/ca.pem" playbook environment.yml "${tls[@]}" -e env_expect=sent \
+        -e task_expect=refused -e "task_ca_path=$TLS_DIR/other-ca.pem"
+    TEMPERSTACK_CA_PATH="$TLS_DIR/other-ca.pem" playbook environment.yml "${tls[@]}" -e env_expect=refused \
+        -e task_expect=sent -e "task_ca_path=$TLS_DIR/ca.pem"
+    # TEMPERSTACK_VALIDATE_CERTS=false turns verification off; validate_certs on the task turns it on again.
+    TEMPERSTACK_VALIDATE_CERTS=false playbook environment.yml "${tls[@]}" -e env_expect=sent \
+        -e task_expect=refused -e task_validate_certs=true
+    [[ "$(tls_delivered)" == 3 ]] || ts_fail "expected 3 alerts delivered at the TLS stand-in, found $(tls_delivered)"
+    echo "ok: the 3 alerts expected to be sent were delivered at the TLS stand-in"
+
+    # One environment, both surfaces: the module's task and the callback deliver over TLS with TEMPERSTACK_CA_PATH.
+    SSL_CERT_FILE="$TLS_DIR/ca.pem" TS_URL="$TLS_BASE_URL" ts_ctl reset
+    local rc=0 enabled=${ANSIBLE_CALLBACKS_ENABLED:-}
+    ANSIBLE_CALLBACKS_ENABLED="${enabled:+$enabled,}temperstack.alerting.playbook_alerts" \
+        TEMPERSTACK_BASE_URL="$TLS_BASE_URL" TEMPERSTACK_API_KEY="$KEY" TEMPERSTACK_CA_PATH="$TLS_DIR/ca.pem" \
+        playbook environment_callback.yml || rc=$?
+    [[ $rc -eq 2 ]] || ts_fail "the callback's playbook should fail its task (exit code 2), exit code $rc"
+    expect_no_output 'not delivered|TLS verification'
+    expect_output '^Temperstack: '
+    [[ "$(tls_delivered)" == 2 ]] || ts_fail "expected the module's and the callback's Alarm at the TLS stand-in, found $(tls_delivered)"
+    echo "ok: the module's and the callback's Alarm were delivered over TLS"
+    stop_tls_stand_in
+}
+
+# ---------------------------------------------------------------------------------------------------
 # Run the scenarios: all, or those whose ids start with one of the words in TS_SCENARIOS (e.g. "03 10").
 SCENARIOS=(
     "01-fields|scenario_01_fields|fields arrive exactly as given"
@@ -272,6 +378,7 @@ SCENARIOS=(
     "10-secrets|scenario_10_secrets|the integration key appears in no output and no file"
     "11-module-defaults|scenario_11_module_defaults|module_defaults with the action group"
     "12-rejected|scenario_12_rejected|rejected keys fail clearly"
+    "13-environment|scenario_13_environment|TEMPERSTACK_TIMEOUT, _RETRIES, _VALIDATE_CERTS and _CA_PATH reach the module"
 )
 ts_run_scenarios "${SCENARIOS[@]}"
 

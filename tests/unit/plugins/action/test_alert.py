@@ -69,7 +69,7 @@ def run_task(monkeypatch, opener, sleeps):
 
 
 def recorded(ledger_path, endpoint, alert_id):
-    with Ledger(ledger_path, create=False) as ledger:
+    with Ledger(ledger_path, read_only=True) as ledger:
         return ledger.lookup(endpoint.ledger_key, alert_id)
 
 
@@ -220,6 +220,123 @@ def test_endpoint_and_ledger_from_environment(run_task, task_args, opener, monke
     assert run_task(args)['changed'] is False
 
 
+# -- timeout, retries, validate_certs and ca_path from the environment, as for the callback (issue 10, item 11)
+
+CLIENT_ENV_VARS = ('TEMPERSTACK_TIMEOUT', 'TEMPERSTACK_RETRIES', 'TEMPERSTACK_VALIDATE_CERTS', 'TEMPERSTACK_CA_PATH')
+
+
+@pytest.fixture(autouse=True)
+def no_client_settings_from_the_caller(monkeypatch):
+    """The module reads these variables now: one set where the tests run must not change what they see."""
+    for name in CLIENT_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def failure_message(run_task, args) -> str:
+    """The message of a task that fails before any request, whether the argument spec or the plugin refused it."""
+    try:
+        result = run_task(args)
+    except AnsibleActionFail as exc:
+        return str(exc)
+    assert result['failed'] is True, result
+    assert (result['sent'], result['http_status'], result['attempts']) == (False, None, 0)
+    return result['msg']
+
+
+@pytest.fixture
+def ca_bundles(tmp_path):
+    """Two CA bundle files (the fake opener never reads them): one for the environment, one for the task."""
+    paths = []
+    for name in ('env-ca.pem', 'task-ca.pem'):
+        path = tmp_path / name
+        path.write_text('(the fake opener never reads it)\n')
+        paths.append(str(path))
+    return paths
+
+
+def test_connection_settings_from_environment(run_task, task_args, opener, sleeps, monkeypatch, ca_bundles):
+    monkeypatch.setenv('TEMPERSTACK_TIMEOUT', '4')
+    monkeypatch.setenv('TEMPERSTACK_RETRIES', '0')
+    monkeypatch.setenv('TEMPERSTACK_VALIDATE_CERTS', 'false')
+    monkeypatch.setenv('TEMPERSTACK_CA_PATH', ca_bundles[0])
+    opener.http_error(503, 'unavailable')
+
+    result = run_task(task_args)
+
+    assert result['failed'] is True
+    assert result['attempts'] == 1 and 'after 1 attempt:' in result['msg']
+    assert sleeps == []
+    [call] = opener.calls
+    assert (call.kwargs['timeout'], call.kwargs['validate_certs'], call.kwargs['ca_path']) == (4, False, ca_bundles[0])
+
+
+def test_task_options_win_over_the_environment(run_task, task_args, opener, monkeypatch, ca_bundles):
+    monkeypatch.setenv('TEMPERSTACK_TIMEOUT', '4')
+    monkeypatch.setenv('TEMPERSTACK_RETRIES', '0')
+    monkeypatch.setenv('TEMPERSTACK_VALIDATE_CERTS', 'false')
+    monkeypatch.setenv('TEMPERSTACK_CA_PATH', ca_bundles[0])
+    opener.http_error(503, times=2)
+
+    result = run_task(dict(task_args, timeout=7, retries=2, validate_certs=True, ca_path=ca_bundles[1]))
+
+    assert (result['sent'], result['attempts']) == (True, 3)
+    assert {(call.kwargs['timeout'], call.kwargs['validate_certs'], call.kwargs['ca_path']) for call in opener.calls} == {
+        (7, True, ca_bundles[1])
+    }
+
+
+def test_environment_ca_path_is_expanded_like_the_option(run_task, task_args, opener, monkeypatch, isolated_environment):
+    (isolated_environment / 'ca.pem').write_text('(the fake opener never reads it)\n')
+    monkeypatch.setenv('TEMPERSTACK_CA_PATH', '~/ca.pem')
+    run_task(task_args)
+    assert opener.calls[0].kwargs['ca_path'] == str(isolated_environment / 'ca.pem')
+
+
+def test_defaults_without_the_environment(run_task, task_args, opener, sleeps):
+    opener.http_error(503, times=4)
+    result = run_task(task_args)
+    assert result['attempts'] == 4
+    kwargs = opener.calls[0].kwargs
+    assert (kwargs['timeout'], kwargs['validate_certs'], kwargs['ca_path']) == (10, True, None)
+
+
+@pytest.mark.parametrize(
+    ('variable', 'value', 'expected'),
+    [
+        ('TEMPERSTACK_TIMEOUT', '0', 'timeout must be a positive number of seconds, got 0'),
+        ('TEMPERSTACK_TIMEOUT', '99999', 'timeout must be at most 3600 seconds, got 99999'),
+        ('TEMPERSTACK_TIMEOUT', 'soon', "argument 'timeout' is of type"),
+        ('TEMPERSTACK_TIMEOUT', '1e400', 'timeout must be at most 3600 seconds, got 1000'),
+        ('TEMPERSTACK_TIMEOUT', '', "argument 'timeout' is of type"),
+        ('TEMPERSTACK_RETRIES', '11', 'retries must be between 0 and 10, got 11'),
+        ('TEMPERSTACK_RETRIES', '-1', 'retries must be between 0 and 10, got -1'),
+        ('TEMPERSTACK_RETRIES', '2.5', "argument 'retries' is of type"),
+        ('TEMPERSTACK_VALIDATE_CERTS', 'perhaps', "argument 'validate_certs' is of type"),
+        ('TEMPERSTACK_CA_PATH', '/nonexistent/ca.pem', 'ca_path /nonexistent/ca.pem is not a file'),
+    ],
+)
+def test_bad_value_from_environment_fails_before_any_request(
+    run_task, task_args, opener, ledger_path, monkeypatch, variable, value, expected
+):
+    monkeypatch.setenv(variable, value)
+    assert expected in failure_message(run_task, task_args)
+    assert opener.calls == []
+    assert not os.path.exists(ledger_path)
+
+
+@pytest.mark.parametrize(
+    ('variable', 'option', 'value'),
+    [
+        ('TEMPERSTACK_TIMEOUT', 'timeout', 5),
+        ('TEMPERSTACK_RETRIES', 'retries', 1),
+        ('TEMPERSTACK_VALIDATE_CERTS', 'validate_certs', True),
+    ],
+)
+def test_a_bad_variable_is_not_read_when_the_task_sets_the_option(run_task, task_args, monkeypatch, variable, option, value):
+    monkeypatch.setenv(variable, 'nonsense')
+    assert run_task(dict(task_args, **{option: value}))['sent'] is True
+
+
 def test_default_ledger_under_home(run_task, task_args, isolated_environment):
     args = dict(task_args)
     del args['ledger_path']
@@ -322,7 +439,7 @@ def test_bad_input_fails_before_any_request(run_task, task_args, opener, ledger_
         # task shows as "Unexpected failure during module execution", naming no option (NaN it reports itself).
         ({'timeout': float('inf')}, 'timeout must be a finite number'),
         ({'retries': float('-inf')}, 'retries must be a finite number'),
-        ({'retries': float('nan')}, "argument 'retries' is of type float"),
+        ({'retries': float('nan')}, "argument 'retries' is of type"),
     ],
 )
 def test_wrong_option_types_rejected_by_the_argument_spec(run_task, task_args, opener, change, option):

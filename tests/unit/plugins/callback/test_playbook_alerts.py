@@ -1105,3 +1105,14 @@ def test_failures_held_by_a_live_run_are_left_alone(run, temperstack):
     assert temperstack.received == []
     running.ok('web2').stats()
     assert temperstack.status_list == ['Alarm']
+
+
+@pytest.mark.parametrize('variable', ['TEMPERSTACK_VALIDATE_CERTS', 'TEMPERSTACK_TIMEOUT', 'TEMPERSTACK_RETRIES', 'TEMPERSTACK_CA_PATH'])
+def test_an_empty_client_variable_disables_at_start_as_the_module_refuses_it(run, temperstack, monkeypatch, variable):
+    # Ansible's configuration reads an empty boolean as false: certificate checks would be off without a word.
+    monkeypatch.setenv(variable, ' ')
+    r = run()
+
+    assert r.callback.disabled
+    assert r.display.warnings == [f'temperstack.alerting.playbook_alerts is disabled: {variable} is set but empty: give it a value or unset it']
+    assert temperstack.processes == []

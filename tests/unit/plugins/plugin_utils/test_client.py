@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import http.server
 import json
 import os
 import pathlib
 import random
 import socket
+import socketserver
 import ssl
+import struct
 import subprocess
 import sys
+import threading
 import time
+import typing as t
 from urllib.error import HTTPError, URLError
 
 import pytest
@@ -37,7 +42,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
     open_webhook,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import AlertValidationError
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK, resolve_endpoint
 
 COLLECTION_ROOT = pathlib.Path(__file__).resolve().parents[4]
 
@@ -321,6 +326,10 @@ def test_redirect_without_location(make_client, opener):
         pytest.param(SSLValidationError('Failed to validate the SSL certificate for acme.temperstack.com:443'), id='ansible'),
         pytest.param(ssl.SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed'), id='ssl'),
         pytest.param(URLError(ssl.SSLCertVerificationError(1, 'certificate verify failed')), id='urlerror-ssl'),
+        # How Request.open raises a certificate issued for another name (ssl.CertificateError is the same class).
+        pytest.param(URLError(ssl.CertificateError(
+            1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, certificate is not valid for 'acme.temperstack.com'."
+        )), id='urlerror-hostname-mismatch'),
     ],
 )
 def test_tls_failure_is_final_and_explains_ca_path(make_client, opener, sleeps, exc):
@@ -328,9 +337,191 @@ def test_tls_failure_is_final_and_explains_ca_path(make_client, opener, sleeps, 
     error = send_error(make_client(retries=3))
     assert error.http_status is None
     assert error.attempts == 1
+    assert len(opener.calls) == 1
     assert sleeps == []
     assert error.message.startswith('TLS verification of https://acme.temperstack.com/api/integration/webhook/')
     assert 'ca_path' in error.message and 'validate_certs' in error.message
+
+
+# -- TLS: only a refused certificate is final (issue 10, item 8) -----------------------------------
+
+HANDSHAKE_EOF = '[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol (_ssl.c:1020)'
+
+# What a proxy or load balancer in the middle of a restart or a failover does to a TLS handshake: close the
+# connection (the client reads EOF) or reset it. None of it says anything about the certificate.
+TRANSIENT_TLS = [
+    pytest.param(lambda: ssl.SSLEOFError(8, HANDSHAKE_EOF), id='ssl-eof'),
+    # How Request.open raises it: urllib wraps every OSError of the connection in a URLError.
+    pytest.param(lambda: URLError(ssl.SSLEOFError(8, HANDSHAKE_EOF)), id='urlerror-ssl-eof'),
+    pytest.param(lambda: URLError(ConnectionResetError(104, 'Connection reset by peer')), id='urlerror-reset-in-handshake'),
+    pytest.param(lambda: ssl.SSLZeroReturnError(6, 'TLS/SSL connection has been closed (EOF) (_ssl.c:1020)'), id='ssl-zero-return'),
+    pytest.param(lambda: URLError(ssl.SSLError(1, '[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure')), id='urlerror-ssl-alert'),
+]
+
+
+@pytest.mark.parametrize('make_exc', TRANSIENT_TLS)
+def test_tls_failure_other_than_verification_is_retried_then_succeeds(make_client, opener, sleeps, make_exc):
+    opener.raise_(make_exc())
+    assert make_client(retries=3).send(PAYLOAD) == Acknowledgement(200, 2, '{"result":"ok"}')
+    assert len(opener.calls) == 2
+    assert sleeps == [0.375]  # the backoff of any connection error
+
+
+@pytest.mark.parametrize('make_exc', TRANSIENT_TLS)
+def test_tls_failure_other_than_verification_on_every_attempt_gives_up_after_the_retries(
+    make_client, opener, sleeps, api_key, make_exc
+):
+    opener.raise_(make_exc(), times=4)
+    error = send_error(make_client(retries=3))
+    assert (error.http_status, error.attempts) == (None, 4)
+    assert len(opener.calls) == 4
+    assert len(sleeps) == 3
+    assert error.message.startswith(f'could not deliver to https://acme.temperstack.com/api/integration/webhook/{MASK} after 4 attempts: ')
+    # Advice to fix the CA bundle would send the reader the wrong way: the certificate was never refused.
+    assert 'verification' not in error.message and 'ca_path' not in error.message
+    assert api_key not in error.message
+
+
+def test_tls_eof_names_tls_in_the_message(make_client, opener):
+    opener.raise_(URLError(ssl.SSLEOFError(8, HANDSHAKE_EOF)), times=2)
+    error = send_error(make_client(retries=1))
+    assert error.message.endswith(f'after 2 attempts: the TLS connection failed ({HANDSHAKE_EOF})')
+
+
+class _FlakyTLSServer(socketserver.TCPServer):
+    """An HTTPS endpoint on 127.0.0.1 that drops its first connections during the TLS handshake.
+
+    ``drops`` says how, one word per connection: ``close`` after reading the ClientHello (the client reads EOF, an
+    SSLEOFError) or ``reset`` (a TCP reset, a ConnectionResetError). Every later connection gets TLS with
+    ``certificate`` and a 200.
+    """
+
+    def __init__(self, certificate: t.Any, drops: t.Sequence[str]) -> None:
+        super().__init__(('127.0.0.1', 0), _AcceptingHandler)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        certificate.configure_cert(self.context)
+        self.drops = list(drops)
+        self.connections = 0
+        self.bodies: list[t.Any] = []
+
+    def finish_request(self, request, client_address):
+        self.connections += 1
+        request.settimeout(5)  # a client that never speaks must not hang the server, and the test's teardown
+        if self.drops:
+            if self.drops.pop(0) == 'reset':
+                # Linger 0: close() sends RST instead of FIN.
+                request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            else:
+                # Closed with the ClientHello unread, the socket would send RST, not FIN.
+                _read_tls_record(request)
+            request.close()
+            return
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except OSError:  # the client refused our certificate
+            return
+        with tls:
+            super().finish_request(tls, client_address)
+
+
+def _read_tls_record(sock: socket.socket) -> None:
+    def read_exactly(size: int) -> bytes:
+        data = b''
+        while len(data) < size and (chunk := sock.recv(size - len(data))):
+            data += chunk
+        return data
+
+    header = read_exactly(5)  # type, version, length
+    if len(header) == 5:
+        read_exactly(int.from_bytes(header[3:5], 'big'))
+
+
+class _AcceptingHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):  # pylint: disable=invalid-name
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        self.server.bodies.append(json.loads(body))
+        answer = b'{"status": "success"}'
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        pass
+
+
+@pytest.fixture
+def tls_endpoint(monkeypatch, tmp_path, api_key):
+    """start(drops, name, trusted) -> (server, endpoint, ca_path): a real HTTPS endpoint and a CA bundle, of the CA
+    that signed its certificate for ``name`` (``trusted``) or of another."""
+    import trustme  # pylint: disable=import-outside-toplevel
+
+    for name in ('https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('no_proxy', '127.0.0.1')
+    servers = []
+
+    def start(drops=(), name='127.0.0.1', trusted=True):
+        ca = trustme.CA()
+        ca_path = tmp_path / f'ca-{len(servers)}.pem'
+        (ca if trusted else trustme.CA()).cert_pem.write_to_path(str(ca_path))
+        server = _FlakyTLSServer(ca.issue_cert(name), drops)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+        endpoint = resolve_endpoint({'api_key': api_key, 'base_url': f'https://127.0.0.1:{server.server_address[1]}'}, environ={})
+        return server, endpoint, str(ca_path)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_real_handshake_dropped_by_a_proxy_is_retried_then_delivered(tls_endpoint, sleeps):
+    server, endpoint, ca_path = tls_endpoint(drops=['close', 'reset'])
+    client = TemperstackClient(endpoint, timeout=5, retries=3, ca_path=ca_path, sleep=sleeps.append)
+
+    acknowledgement = client.send(PAYLOAD)
+
+    assert (acknowledgement.http_status, acknowledgement.attempts) == (200, 3)
+    assert server.connections == 3
+    assert server.bodies == [PAYLOAD]
+    assert len(sleeps) == 2
+
+
+def test_real_handshake_dropped_every_time_gives_up_after_the_retries(tls_endpoint, sleeps, api_key):
+    server, endpoint, ca_path = tls_endpoint(drops=['close'] * 3)
+    client = TemperstackClient(endpoint, timeout=5, retries=2, ca_path=ca_path, sleep=sleeps.append)
+
+    with pytest.raises(SendError) as info:
+        client.send(PAYLOAD)
+
+    assert (info.value.http_status, info.value.attempts) == (None, 3)
+    assert server.connections == 3
+    assert 'after 3 attempts: the TLS connection failed (' in info.value.message
+    assert api_key not in info.value.message
+
+
+@pytest.mark.parametrize(
+    'refused',
+    [
+        pytest.param({'name': 'temperstack.example.com'}, id='certificate-for-another-name'),
+        pytest.param({'trusted': False}, id='unknown-ca'),
+    ],
+)
+def test_real_certificate_refused_is_final(tls_endpoint, sleeps, refused):
+    server, endpoint, ca_path = tls_endpoint(**refused)
+    client = TemperstackClient(endpoint, timeout=5, retries=3, ca_path=ca_path, sleep=sleeps.append)
+
+    with pytest.raises(SendError) as info:
+        client.send(PAYLOAD)
+
+    assert (info.value.http_status, info.value.attempts) == (None, 1)
+    assert server.connections == 1
+    assert sleeps == []
+    assert info.value.message.startswith(f'TLS verification of https://127.0.0.1:{server.server_address[1]}/api/integration/webhook/{MASK} failed (')
+    assert 'set ca_path' in info.value.message
 
 
 # -- what errors show -----------------------------------------------------------------------------
