@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import stat
 from unittest.mock import MagicMock
 
 import pytest
@@ -561,3 +562,36 @@ def test_check_mode_does_not_keep_the_ledger_open(run_task, task_args, ledger_pa
     run_task(task_args, check_mode=True)
     assert connects == []
     assert not os.path.exists(ledger_path)
+
+
+# -- sent, but not recorded (issue 10, item 10) ----------------------------------------------------
+
+
+def test_a_send_the_ledger_cannot_record_is_reported_as_sent_with_a_warning(run_task, task_args, opener, monkeypatch):
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger
+
+    def full_disk(self, *args, **kwargs):
+        raise _ledger.LedgerError(f'the ledger {self.path} failed: database or disk is full')
+
+    monkeypatch.setattr(_ledger.Ledger, 'record', full_disk)
+    result = run_task(task_args)
+
+    assert 'failed' not in result
+    assert (result['changed'], result['sent'], result['http_status']) == (True, True, 200)
+    assert result['msg'].endswith('sent for alert ' + result['alert_id'] + ', but not recorded in the ledger')
+    [warning] = result['warnings']
+    assert 'reached Temperstack, but the ledger could not record it' in warning
+    assert 'database or disk is full' in warning and 'may send it again' in warning
+    assert len(opener.calls) == 1
+
+
+def test_check_mode_opens_an_existing_ledger_read_only(run_task, task_args, ledger_path, opener):
+    run_task(task_args)
+    os.chmod(ledger_path, 0o644)
+    with open(ledger_path, 'rb') as stream:
+        before = stream.read()
+    result = run_task({**task_args, 'status': 'OK'}, check_mode=True)
+    assert result['changed'] is True and result['sent'] is False
+    assert stat.S_IMODE(os.stat(ledger_path).st_mode) == 0o644
+    with open(ledger_path, 'rb') as stream:
+        assert stream.read() == before
