@@ -110,6 +110,72 @@ def trimmed(text: str, limit: int = 150) -> str:
     return text if len(text) <= limit else text[: limit - 3] + '...'
 
 
+def senders(figures: dict) -> str:
+    """Who sent at once in a variant of test_outbox_order.py, e.g. '4 callback runs and module tasks'."""
+    return f"{figures['callback_runs']} callback runs" + (' and module tasks' if figures['module_task_runs'] else '')
+
+
+# The cases of test_interrupted.py, in the order the page lists them.
+INTERRUPTIONS = {
+    'sigint': 'Ctrl-C (SIGINT to ansible-playbook)',
+    'sigterm': 'SIGTERM to ansible-playbook',
+    'sigkill-ansible-playbook': 'SIGKILL to ansible-playbook alone',
+    'sigkill-everything': 'SIGKILL to ansible-playbook and every process below it',
+    'error-abort': 'an ERROR! abort (the next play\'s hosts template fails)',
+}
+GREEN_INTERRUPTIONS = {'green-sigint': 'Ctrl-C', 'green-sigterm': 'SIGTERM'}
+
+
+def interrupted_rows(section: dict) -> list[list[object]]:
+    """The summary row of test_interrupted.py, if it ran."""
+    cases = [section[name] for name in INTERRUPTIONS if name in section]
+    greens = [section[name] for name in GREEN_INTERRUPTIONS if name in section]
+    if not cases:
+        return []
+    trials, delivered = sum(c['trials'] for c in cases), sum(c['alarms_delivered'] for c in cases)
+    return [['8. interrupted runs',
+             f'{trials} failing runs ended while another host was in a long task ({len(cases)} ways: Ctrl-C, SIGTERM, SIGKILL, '
+             f"an ERROR! abort); {sum(g['trials'] for g in greens)} green runs stopped while their Alarm was open",
+             f'{delivered} of {trials} Alarms delivered, then one OK each; '
+             f"{sum(g['oks_sent_or_queued_by_the_interrupted_run'] for g in greens)} OKs from interrupted runs"]]
+
+
+def interrupted_section(section: dict) -> list[str]:
+    """Section 8 of the page, from the figures of test_interrupted.py (nothing if it did not run)."""
+    cases = [(label, section[name]) for name, label in INTERRUPTIONS.items() if name in section]
+    if not cases:
+        return []
+    out = ['\n## 8. Interrupted runs\n', (
+        'A play runs on web1 and web2: web1 fails at once, web2 goes on into a 60 s task, and while it is in it the run is '
+        'ended (the abort comes in the next play instead). The callback keeps `flush_timeout` at 10 s. Ctrl-C must end '
+        'ansible-playbook with 99, its Alarm delivered before it exits or within `flush_timeout` after; SIGTERM and '
+        'SIGKILL to ansible-playbook alone must leave the Alarm delivered within 10 s of the signal, without waiting '
+        'for the worker still in the long task; when every process of the controller is killed at one instant, the '
+        'next run with the callback, of another playbook, must deliver it. Each Alarm must name web1, no OK may come '
+        'from the interrupted run, and a full green run after it must send exactly one OK.\n'
+    )]
+    rows = []
+    for label, figures in cases:
+        how = ', '.join(f'{count} {path}' for path, count in sorted(figures['paths'].items()))
+        longest = figures.get('seconds_to_alarm_max')
+        rows.append([label, figures['trials'], figures['alarms_delivered'], how,
+                     ', '.join(str(rc) for rc in figures['exit_codes']),
+                     '-' if longest is None else f'{longest:.1f} s', figures['one_ok_after_green_run']])
+    out.append(table(['how the run ended', 'trials', 'Alarms delivered', 'delivered', 'exit code', 'signal to Alarm, longest',
+                      'one OK after a green run'], rows))
+    greens = [(label, section[name]) for name, label in GREEN_INTERRUPTIONS.items() if name in section]
+    if greens:
+        out.append('\nA green run of the same play, stopped while both hosts were in the long task and its Alarm was open:\n')
+        out.append(table(['stopped by', 'trials', 'OKs sent or queued by the stopped run', 'one OK after a full green run'],
+                         [[label, g['trials'], g['oks_sent_or_queued_by_the_interrupted_run'], g['one_ok_after_green_run']]
+                          for label, g in greens]))
+    out.append(
+        '\nBefore item 3 of issue 10 the callback queued a play\'s Alarm only when the play ended and everything else '
+        'at the end of the run, so none of these runs delivered its Alarm, then or ever after: the failure was lost.\n'
+    )
+    return out
+
+
 def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-statements
     machine, sections, outcome = data['machine'], data['sections'], data['outcome']
     out = []
@@ -165,6 +231,16 @@ def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-state
     if load:
         summary.append(['6. load', f"{load['alerts']} Alarms from one run, {int(load['latency_seconds'] * 1000)} ms per request",
                         f"all delivered in {load['delivery_seconds']} s (flush_timeout {load['flush_timeout']:g} s); memory flat"])
+    order = sections.get('outbox_order', {})
+    # The variants of test_outbox_order.py: callback runs alone, then with a run of module tasks among them.
+    order_variants = [order[name] for name in ('callback', 'callback_and_module') if name in order]
+    if order_variants:
+        tried = ', '.join(f"{v['rounds']} rounds of {senders(v)}" for v in order_variants)
+        summary.append(['7. senders at once', f'{tried}, starting at once over an outbox holding each alert\'s Alarm then its OK '
+                        f"({sum(v['alerts'] for v in order_variants)} alerts)",
+                        f"{sum(v['out_of_order'] for v in order_variants)} Alarms after their OK, "
+                        f"{sum(v['duplicates'] for v in order_variants)} duplicates; outbox empty, every alert on record as OK"])
+    summary += interrupted_rows(sections.get('interrupted', {}))
     out.append('\n## Summary\n')
     out.append(table(['item', 'what was tried', 'result'], summary))
 
@@ -319,6 +395,36 @@ def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-state
             'far beyond the 30 s flush_timeout, so most of such a storm waited for the next run (defect 10 below).\n'
         )
 
+    if order_variants:
+        out.append('\n## 7. Several senders over one outbox\n')
+        out.append(
+            'Each round starts with a fresh ledger. While the stand-in answers 503, a play on one host (odd rounds) or three '
+            '(even rounds) fails and then runs green (`TEMPERSTACK_SCOPE=host`: an alert per host), so the outbox holds, for '
+            'each alert, its Alarm and then its OK. Then the stand-in comes back, answering '
+            'each request after 100, 200 or 300 ms (by round) so that deliveries overlap, and '
+            f"{order_variants[0]['callback_runs']} `ansible-playbook` runs with the callback start at once, of a green playbook "
+            'that adds nothing of its own: each run\'s delivery process finds the whole outbox waiting, as parallel CI or AWX '
+            'jobs do after an outage. In the second variant one more run starts with them, whose `alert` tasks raise each '
+            'alert\'s OK, and so deliver that alert\'s queued entries inline first. Temperstack must receive, for every alert, '
+            'exactly one Alarm and then exactly one OK; the outbox must be empty and the ledger must record every alert as OK.\n'
+        )
+        rows = []
+        for figures in order_variants:
+            rows.append([senders(figures), figures['rounds'], figures['alerts'], figures['requests'],
+                         figures['out_of_order'], figures['duplicates'], figures['peak_concurrent_requests']])
+        out.append(table(['senders', 'rounds', 'alerts', 'requests at Temperstack', 'Alarms after their OK', 'duplicates',
+                          'most at once'], rows))
+        out.append(
+            '\nNo sender died in the middle of a request, the one case in which a duplicate is allowed, so every '
+            'duplicate is a defect, as is every Alarm after its OK. Before item 5 of issue 10 every delivery process sent '
+            'the whole outbox as it found it, and a module task sent its alert\'s entries without regard to them: on that '
+            'code 38 of the 40 rounds of the long run failed, with 53 Alarms delivered after their OK and 441 duplicates, and '
+            'with four callback runs one alert received Alarm, Alarm, Alarm, OK, Alarm, OK, OK, OK, the sequence the issue '
+            'reported. Now each alert\'s entries are sent under its claim in the ledger, '
+            'one sender at a time.\n'
+        )
+
+    out += interrupted_section(sections.get('interrupted', {}))
     out.append('\n' + FIXED)
     return '\n'.join(part.rstrip('\n') + '\n' for part in out).replace('\n\n\n', '\n\n')
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -40,6 +41,8 @@ _COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *(['
 # The directory that holds the ``ansible`` package this controller runs (a venv, a source checkout).
 _ANSIBLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ansible.__file__)))
 _WAKE = b'wake\n'
+# How often the delivery process checks that ansible-playbook is still there.
+PARENT_CHECK_SECONDS = 0.5
 _END = b'end\n'
 # What the delivery process needs of the environment: nothing else crosses over, so neither PYTHON* variables
 # nor anything a playbook's environment happens to hold reaches the process that holds the key.
@@ -270,7 +273,7 @@ def _serve(stdin: t.BinaryIO, stdout: t.TextIO) -> None:
     holds = _HoldKeeper(settings['ledger_path'], settings.get('run_token') or '')
     holds.start()
     ended = False
-    for line in iter(stdin.readline, b''):
+    for line in _lines_while_parent_lives(stdin):
         ended = line == _END
         sender.notify()
     holds.stop(release=not ended)
@@ -279,6 +282,33 @@ def _serve(stdin: t.BinaryIO, stdout: t.TextIO) -> None:
     report = sender.flush(settings['flush_timeout'])
     stdout.write(json.dumps(report._asdict()) + '\n')
     stdout.flush()
+
+
+def _lines_while_parent_lives(stdin: t.BinaryIO) -> t.Iterator[bytes]:
+    """The callback's lines, until its pipe closes or ansible-playbook dies.
+
+    A SIGKILLed ansible-playbook does not close the pipe: every task worker it forked holds a copy of its write
+    end, and a worker in a long task can live on for minutes. Being reparented says the run is over.
+    """
+    parent = os.getppid()
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in iter(stdin.readline, b''):
+            lines.put(line)
+        lines.put(b'')
+
+    threading.Thread(target=read, name='temperstack-pipe', daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=PARENT_CHECK_SECONDS)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
+        if not line:
+            return
+        yield line
 
 
 class _HoldKeeper:
