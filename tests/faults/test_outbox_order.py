@@ -164,7 +164,7 @@ def test_concurrent_senders_deliver_each_alarm_and_ok_once_in_order(harness, ser
             server.reset()
             server.latency(latency)
             up = callback_env(server.url, ledger, scope=SCOPE)
-            jobs: list[dict[str, t.Any]] = [{'playbook': idle, 'env': up, 'inventory': inventory} for _ in range(CONCURRENT_RUNS)]
+            jobs: list[dict[str, t.Any]] = [{'playbook': idle, 'env': up, 'inventory': inventory} for _run in range(CONCURRENT_RUNS)]
             if with_module:
                 oks = {payload['resource_id']: payload for payload in queued_payloads(ledger) if payload['status'] == 'OK'}
                 tasks = harness.write(directory, 'resolve.yml', module_playbook(next(iter(oks.values()))))

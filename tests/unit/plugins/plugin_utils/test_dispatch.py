@@ -556,7 +556,7 @@ def test_concurrent_senders_deliver_each_chain_once_and_in_order(ledger_path, en
         except BaseException as exc:  # pylint: disable=broad-exception-caught
             errors.append(exc)
 
-    threads = [threading.Thread(target=sender) for _ in range(4)]
+    threads = [threading.Thread(target=sender) for _sender in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -692,6 +692,7 @@ def test_a_write_under_a_claim_taken_over_is_refused(ledger_path, endpoint, make
         with pytest.raises(_ledger.LeaseLost):
             other.renew(fresh)
 
+
 def test_every_fenced_write_renews_the_claim(ledger, endpoint, make_alert):
     key = endpoint.ledger_key
     for status in ('Alarm', 'OK'):
