@@ -522,7 +522,8 @@ def _reject_empty_variables(environ: t.Mapping[str, str]) -> None:
     """
     for name in _CLIENT_VARIABLES:
         if name in environ and not environ[name].strip():
-            raise AlertValidationError(f'{name} is set but empty: give it a value or unset it')
+            option = name[len('TEMPERSTACK_'):].lower()
+            raise AlertValidationError(f'{option} ({name}) is set but empty: give it a value or unset it')
 
 
 def _holder() -> str:

@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import stat
 import time
@@ -59,6 +60,7 @@ CREATE TABLE IF NOT EXISTS claims (
     alert_id TEXT NOT NULL,
     token TEXT NOT NULL,
     expires REAL NOT NULL,
+    holder TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (endpoint, alert_id)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -86,6 +88,7 @@ _MIGRATIONS = {
         'ALTER TABLE outbox ADD COLUMN hold_token TEXT',
         'ALTER TABLE outbox ADD COLUMN hold_owner TEXT',
         'ALTER TABLE outbox ADD COLUMN hold_until REAL',
+        "ALTER TABLE claims ADD COLUMN holder TEXT NOT NULL DEFAULT ''",
     ),
 }
 # An outbox entry is deliverable unless a live run still holds it.
@@ -467,13 +470,14 @@ class Ledger:
         now = time.time()
         with _immediate(self._conn):
             row = self._conn.execute(
-                'SELECT expires FROM claims WHERE endpoint = ? AND alert_id = ?', (claim.endpoint, claim.alert_id)
+                'SELECT expires, holder FROM claims WHERE endpoint = ? AND alert_id = ?', (claim.endpoint, claim.alert_id)
             ).fetchone()
-            if row is not None and row[0] > now:
+            # A holder on this controller that no longer exists (killed mid-send) need not be waited for.
+            if row is not None and row[0] > now and not _is_gone(row[1]):
                 return False
             self._conn.execute(
-                'INSERT OR REPLACE INTO claims (endpoint, alert_id, token, expires) VALUES (?, ?, ?, ?)',
-                (claim.endpoint, claim.alert_id, claim.token, now + claim.lease),
+                'INSERT OR REPLACE INTO claims (endpoint, alert_id, token, expires, holder) VALUES (?, ?, ?, ?, ?)',
+                (claim.endpoint, claim.alert_id, claim.token, now + claim.lease, this_process()),
             )
         return True
 
@@ -728,6 +732,24 @@ def _dumps(value: t.Any) -> str:
     # ASCII with \u escapes: a host name with undecodable bytes (a lone surrogate) is stored and read back as it
     # is, where SQLite would refuse it as text (UnicodeEncodeError).
     return json.dumps(value, sort_keys=True)
+
+
+def this_process() -> str:
+    """Who holds a claim: this controller and process, so others on it can tell a dead holder from a live one."""
+    return f'{socket.gethostname()}:{os.getpid()}'
+
+
+def _is_gone(holder: str) -> bool:
+    host, _sep, pid = (holder or '').rpartition(':')
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists, as another user's process
+    return False
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:

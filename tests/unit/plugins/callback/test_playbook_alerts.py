@@ -1114,5 +1114,8 @@ def test_an_empty_client_variable_disables_at_start_as_the_module_refuses_it(run
     r = run()
 
     assert r.callback.disabled
-    assert r.display.warnings == [f'temperstack.alerting.playbook_alerts is disabled: {variable} is set but empty: give it a value or unset it']
+    option = variable[len('TEMPERSTACK_'):].lower()
+    assert r.display.warnings == [
+        f'temperstack.alerting.playbook_alerts is disabled: {option} ({variable}) is set but empty: give it a value or unset it'
+    ]
     assert temperstack.processes == []
