@@ -188,7 +188,7 @@ def test_prune_forgets_only_old_resolved_alerts(ledger, endpoint, make_alert):
 def test_prune_drops_expired_claims(ledger, endpoint):
     with ledger.claim(endpoint.ledger_key, 'held', lease=0.01):
         pass
-    ledger._conn.execute("INSERT INTO claims VALUES ('e', 'stale', 't', 0)")  # pylint: disable=protected-access
+    ledger._conn.execute("INSERT INTO claims (endpoint, alert_id, token, expires) VALUES ('e', 'stale', 't', 0)")  # pylint: disable=protected-access
     ledger.prune()
     assert ledger._conn.execute('SELECT count(*) FROM claims').fetchone()[0] == 0  # pylint: disable=protected-access
 
@@ -461,7 +461,8 @@ def test_claim_of_a_dead_holder_is_taken_over(fork_context, ledger_path, endpoin
     with Ledger(ledger_path) as ledger:
         with ledger.claim(endpoint.ledger_key, 'a', lease=30):
             taken_over = time.time()
-    assert claimed_at.value + 0.5 <= taken_over < claimed_at.value + 3.0
+    # Its holder is gone from this controller: taken over at once, not after the 0.5 s lease.
+    assert claimed_at.value <= taken_over < claimed_at.value + 3.0
 
 
 def _claim_repeatedly(path, key, alert_id, rounds, start, holders, most_holders, counter_path):
