@@ -174,7 +174,6 @@ seealso:
 
 import atexit
 import os
-import socket
 import time
 import typing as t
 import uuid
@@ -199,7 +198,12 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint imp
     EndpointError,
     resolve_endpoint,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
+    Ledger,
+    LedgerError,
+    Record,
+    this_process,
+)
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import SenderProcess
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import (
     NO_LOG_MESSAGE,
@@ -287,7 +291,7 @@ class CallbackModule(CallbackBase):
         self._sender = SenderProcess(client, self._ledger.path, self._flush_timeout, run_token=self._run_token)
         # Failures held by a run on this controller that was killed outright (its delivery process too) are
         # delivered now, before this run's own alerts.
-        self._ledger.release_stale_holds(socket.gethostname(), _process_exists)
+        self._ledger.release_stale_holds()
         atexit.register(self._at_exit)
         if self._ledger.pending(self._endpoint_key):
             # What earlier runs could not deliver goes first, before this run's own alerts.
@@ -373,9 +377,8 @@ class CallbackModule(CallbackBase):
         if self._ended or self._sender is None or self._ledger is None:
             return
         self._ended = True
-        for alert_id in list(self._held):
-            self._held[alert_id] = 0.0  # write the newest state of every held failure, not one a second old
-        self._hold_all()
+        # The newest state of every held failure, not one a failure storm left a second old.
+        self._write_holds([unit for unit in self._current_units() if unit.alert_id in self._held], force=True)
         if not self._release_held():
             return
         self._display.warning(
@@ -394,42 +397,38 @@ class CallbackModule(CallbackBase):
         run killed or interrupted before then never loses it: its delivery process, its exit, or the next run
         releases it for delivery.
         """
-        if self._ledger is None or self._sender is None:
-            return
-        for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix, self._unit_plays()):
-            if host in unit.failed_hosts:
-                self._held.setdefault(unit.alert_id, 0.0)
-        self._hold_all()
+        if self._ledger is not None and self._sender is not None:
+            self._write_holds([unit for unit in self._current_units() if host in unit.failed_hosts])
 
-    def _unit_plays(self) -> list[t.Any]:
+    def _current_units(self) -> list[t.Any]:
+        """The units the current play is part of, with everything that happened in them so far."""
         current = self._book.current
         if current is None:
             return []
         if self._settings.scope == 'play':
-            return [current]
-        return [play for play in self._book.plays if play.playbook == current.playbook]
+            plays = [current]
+        else:
+            plays = [play for play in self._book.plays if play.playbook == current.playbook]
+        return self._book.units(self._settings.scope, self._settings.alert_id_prefix, plays)
 
-    def _hold_all(self) -> None:
+    def _write_holds(self, units: t.Sequence[t.Any], force: bool = False) -> None:
         now = time.monotonic()
-        units = {unit.alert_id: unit for unit in self._book.units(
-            self._settings.scope, self._settings.alert_id_prefix, self._unit_plays())}
-        for alert_id, last in self._held.items():
-            unit = units.get(alert_id)
+        for unit in units:
             # A failure storm rewrites each unit's held Alarm at most once a second: its description already
             # stops listing failures long before, and rebuilding it for each of thousands would cost seconds.
-            if unit is None or (len(unit.failed_hosts) > HOLD_EVERY_FAILURE_UP_TO and now - last < 1.0):
+            last = self._held.get(unit.alert_id)
+            if not force and last is not None and len(unit.failed_hosts) > HOLD_EVERY_FAILURE_UP_TO and now - last < 1.0:
                 continue
             try:
-                known = self._ledger.lookup(self._endpoint_key, alert_id)
-                open_hosts = known.hosts if known is not None and known.status == STATUS_ALARM else ()
+                known = self._ledger.lookup(self._endpoint_key, unit.alert_id)
                 self._ledger.hold(
                     self._endpoint_key, alarm_for(unit, self._settings),
-                    hosts_of_open_alarm(open_hosts, failed_hosts_of(unit)), self._run_token, _holder(),
+                    _alarm_hosts(known, failed_hosts_of(unit)), self._run_token, this_process(),
                 )
             except LedgerError as exc:
-                self._display.warning(f'temperstack: could not record the failure of {alert_id}: {exc}')
+                self._display.warning(f'temperstack: could not record the failure of {unit.alert_id}: {exc}')
                 continue
-            self._held[alert_id] = now
+            self._held[unit.alert_id] = now
         # The delivery process keeps what is held alive, and delivers it should this process die.
         self._sender.notify()
 
@@ -475,11 +474,11 @@ class CallbackModule(CallbackBase):
             return
         try:
             known = self._ledger.lookup(self._endpoint_key, alert.alert_id)
-            if alert.status == STATUS_ALARM and known is not None and known.status == STATUS_ALARM:
-                hosts = hosts_of_open_alarm(known.hosts, hosts)
+            if alert.status == STATUS_ALARM:
+                hosts = _alarm_hosts(known, hosts)
             # An Alarm the same as the one on record still goes out when it names hosts the record lacks (its
             # list of hosts was cut to fit), so that the record holds every host the OK will need.
-            news = is_news(alert, known) or known is None or not set(hosts) <= set(known.hosts)
+            news = is_news(alert, known) or not set(hosts) <= set(known.hosts)
             if alert.alert_id in self._held:
                 # The unit has ended: its Alarm (or nothing, if Temperstack has it already) replaces what was held.
                 self._ledger.settle(self._endpoint_key, alert.alert_id, self._run_token, alert if news else None, hosts)
@@ -526,19 +525,10 @@ def _reject_empty_variables(environ: t.Mapping[str, str]) -> None:
             raise AlertValidationError(f'{option} ({name}) is set but empty: give it a value or unset it')
 
 
-def _holder() -> str:
-    """Who holds a failure: this controller and process, so a later run here can tell a dead holder from a live one."""
-    return f'{socket.gethostname()}:{os.getpid()}'
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+def _alarm_hosts(known: Record | None, failed_hosts: t.Sequence[str]) -> list[str]:
+    """The hosts an Alarm names: this run's failed hosts, and those of the Alarm on record if it is still open."""
+    open_hosts = known.hosts if known is not None and known.status == STATUS_ALARM else ()
+    return hosts_of_open_alarm(open_hosts, failed_hosts)
 
 
 def _check_flush_timeout(value: t.Any) -> float:

@@ -409,9 +409,9 @@ class Ledger:
         """Make what a run held deliverable now (the run ended without settling it); returns how many."""
         return self._guard(self._release_holds, token)
 
-    def release_stale_holds(self, host: str, is_alive: t.Callable[[int], bool]) -> int:
-        """Release the holds of runs on ``host`` whose process is gone (killed with SIGKILL, say)."""
-        return self._guard(self._release_stale_holds, host, is_alive)
+    def release_stale_holds(self) -> int:
+        """Release the holds of runs on this controller whose process is gone (killed with SIGKILL, say)."""
+        return self._guard(self._release_stale_holds)
 
     def discard(self, queued: Queued, claim: Claim | None = None) -> None:
         """Drop a queued alert that Temperstack will never accept."""
@@ -559,17 +559,12 @@ class Ledger:
                 'UPDATE outbox SET hold_token = NULL, hold_owner = NULL, hold_until = NULL WHERE hold_token = ?', (token,)
             ).rowcount
 
-    def _release_stale_holds(self, host: str, is_alive: t.Callable[[int], bool]) -> int:
+    def _release_stale_holds(self) -> int:
         owners = self._conn.execute(
             'SELECT DISTINCT hold_token, hold_owner FROM outbox WHERE hold_token IS NOT NULL AND hold_until > ?',
             (time.time(),),
         ).fetchall()
-        released = 0
-        for token, owner in owners:
-            owner_host, _sep, pid = (owner or '').rpartition(':')
-            if owner_host == host and pid.isdigit() and not is_alive(int(pid)):
-                released += self._release_holds(token)
-        return released
+        return sum(self._release_holds(token) for token, owner in owners if _is_gone(owner))
 
     def _pending(self, endpoint: str, alert_id: str | None) -> list[Queued]:
         deliverable, now = self._deliverable()
@@ -735,7 +730,7 @@ def _dumps(value: t.Any) -> str:
 
 
 def this_process() -> str:
-    """Who holds a claim: this controller and process, so others on it can tell a dead holder from a live one."""
+    """Who holds a claim or a failure: this controller and process, so others on it can tell a dead holder."""
     return f'{socket.gethostname()}:{os.getpid()}'
 
 

@@ -101,21 +101,24 @@ class OutboxSender:
         self.notify()
         self._thread.join(max(timeout, 0.0))
         finished = not self._thread.is_alive()
-        if not finished:
-            self._give_up_claims()
+        queued = self._wind_up(finished)
         with self._lock:
-            return FlushReport(list(self.sent), self._count_pending(), list(self.errors), finished)
+            return FlushReport(list(self.sent), queued, list(self.errors), finished)
 
-    def _give_up_claims(self) -> None:
-        # The process exits with the request still hanging: without this, the alerts it claimed would wait for
-        # the rest of their lease (minutes) before the next run could deliver them.
-        if self._ledger is None:
-            return
+    def _wind_up(self, finished: bool) -> int:
+        """How many entries are left, on a fresh connection (the sender thread may still be using its own).
+
+        A sender still hanging in a request gives up its claims first: the process exits without it, and the
+        alerts it claimed would otherwise wait for the rest of their lease (minutes) before the next run could
+        deliver them.
+        """
         try:
             with Ledger(self._ledger_path) as ledger:
-                ledger.release_claims_of(self._ledger)
+                if not finished and self._ledger is not None:
+                    ledger.release_claims_of(self._ledger)
+                return len(ledger.pending(self._endpoint.ledger_key))
         except LedgerError:
-            pass  # the claims expire with their lease
+            return -1
 
     def _run(self) -> None:
         try:
@@ -156,14 +159,6 @@ class OutboxSender:
     def _fail(self, message: str) -> None:
         with self._lock:
             self.errors.append(self._endpoint.mask(message))
-
-    def _count_pending(self) -> int:
-        # A fresh, short-lived connection: the sender thread may still be using its own.
-        try:
-            with Ledger(self._ledger_path) as ledger:
-                return len(ledger.pending(self._endpoint.ledger_key))
-        except LedgerError:
-            return -1
 
 
 class SenderProcess:

@@ -120,6 +120,11 @@ field() {
     "${CHECK[@]}" field "$1" "$2"
 }
 
+# host_alert HOST: the alert id (scope host) of HOST among the stand-in's requests since the scenario began.
+host_alert() {
+    "${CHECK[@]}" lines 0 | awk -v host="-$1-" 'index($3, host) {print $3; exit}'
+}
+
 expect_field() {  # INDEX NAME VALUE
     local actual
     actual=$(field "$1" "$2")
@@ -275,8 +280,8 @@ EXTRA_ENV=(TEMPERSTACK_SCOPE=host)
 pa 2 lifecycle.yml -e failing=web1,web2
 expect_sent "^200 Alarm ansible-lifecycle-yml-web[12]-$ID\$" "^200 Alarm ansible-lifecycle-yml-web[12]-$ID\$"
 [[ "$(field 1 resource_type)/$(field 2 resource_type)" == host/host ]] || ts_fail "host alerts are not of resource_type host"
-WEB1=$("${CHECK[@]}" lines 0 | awk '$3 ~ /-web1-/ {print $3}')
-WEB2=$("${CHECK[@]}" lines 0 | awk '$3 ~ /-web2-/ {print $3}')
+WEB1=$(host_alert web1)
+WEB2=$(host_alert web2)
 [[ -n "$WEB1" && -n "$WEB2" ]] || ts_fail "no alert per host"
 pa 2 lifecycle.yml -e failing=web2
 expect_sent "^200 OK $WEB1\$"
@@ -611,8 +616,8 @@ scenario 22-end-host-per-host "issue 10 item 9: under scope host, meta end_host 
 EXTRA_ENV=(TEMPERSTACK_SCOPE=host)
 pa 2 meta.yml -e failing=web1,web2
 expect_sent "^200 Alarm ansible-meta-yml-web[12]-$ID\$" "^200 Alarm ansible-meta-yml-web[12]-$ID\$"
-WEB1=$("${CHECK[@]}" lines 0 | awk '$3 ~ /-web1-/ {print $3}')
-WEB2=$("${CHECK[@]}" lines 0 | awk '$3 ~ /-web2-/ {print $3}')
+WEB1=$(host_alert web1)
+WEB2=$(host_alert web2)
 [[ -n "$WEB1" && -n "$WEB2" ]] || ts_fail "no alert per host"
 pa 0 meta.yml -e end_host=web2
 expect_sent "^200 OK $WEB1\$"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sqlite3
 import types
 import typing as t
@@ -1090,7 +1091,7 @@ def test_the_failures_held_by_a_killed_run_on_this_controller_go_first_in_the_ne
     dead_pid = 2 ** 22 + 7  # above Linux's pid_max: no process has it
     with monkeypatch.context() as patch:
         # The killed run's holds name a process that no longer exists.
-        patch.setattr(playbook_alerts, '_holder', lambda: f'{playbook_alerts.socket.gethostname()}:{dead_pid}')
+        patch.setattr(playbook_alerts, 'this_process', lambda: f'{socket.gethostname()}:{dead_pid}')
         run().playbook().play().ok('web2').failed('web1', msg='killed mid-play')
     temperstack.exit_handlers.clear()  # SIGKILL: no exit handler, no stats, and its delivery process died too
     assert temperstack.received == []

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import stat
 import time
@@ -777,10 +778,11 @@ def test_an_expired_hold_is_deliverable_and_renewing_keeps_it_held(ledger, endpo
 
 def test_holds_of_a_dead_process_on_this_host_are_released(ledger, endpoint, make_alert):
     key = endpoint.ledger_key
-    ledger.hold(key, make_alert(alert_id='dead'), ['web1'], token='t1', owner='here:101')
-    ledger.hold(key, make_alert(alert_id='alive'), ['web1'], token='t2', owner='here:102')
-    ledger.hold(key, make_alert(alert_id='elsewhere'), ['web1'], token='t3', owner='there:101')
-    assert ledger.release_stale_holds('here', is_alive=lambda pid: pid == 102) == 1
+    here, dead_pid = socket.gethostname(), 2 ** 22 + 7  # above Linux's pid_max: no process has it
+    ledger.hold(key, make_alert(alert_id='dead'), ['web1'], token='t1', owner=f'{here}:{dead_pid}')
+    ledger.hold(key, make_alert(alert_id='alive'), ['web1'], token='t2', owner=f'{here}:{os.getpid()}')
+    ledger.hold(key, make_alert(alert_id='elsewhere'), ['web1'], token='t3', owner=f'not-{here}:{dead_pid}')
+    assert ledger.release_stale_holds() == 1
     assert [q.alert.alert_id for q in ledger.pending(key)] == ['dead']
 
 

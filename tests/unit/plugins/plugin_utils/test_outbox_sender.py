@@ -401,10 +401,12 @@ def test_process_can_be_used_again_after_a_flush(ledger, ledger_path, local_endp
     assert sequence(server.bodies) == [('a', 'Alarm'), ('b', 'Alarm'), ('a', 'OK')]
 
 
-def test_process_gets_the_key_over_its_pipe_only(ledger, ledger_path, local_endpoint, server, story, api_key, monkeypatch):
+@pytest.fixture
+def spawned(monkeypatch) -> list[tuple[list[str], dict[str, str]]]:
+    """The command line and environment of every process started, as they were handed to Popen."""
     import subprocess
 
-    seen = []
+    seen: list[tuple[list[str], dict[str, str]]] = []
     real_popen = subprocess.Popen
 
     def spy(args, **kwargs):
@@ -412,6 +414,11 @@ def test_process_gets_the_key_over_its_pipe_only(ledger, ledger_path, local_endp
         return real_popen(args, **kwargs)
 
     monkeypatch.setattr(subprocess, 'Popen', spy)
+    return seen
+
+
+def test_process_gets_the_key_over_its_pipe_only(ledger, ledger_path, local_endpoint, server, story, api_key, spawned):
+    seen = spawned
     queue_all(ledger, local_endpoint, story[:1])
     process = delivery_process(local_endpoint, ledger_path)
     process.notify()
@@ -517,17 +524,8 @@ def test_process_imports_nothing_from_the_working_directory_or_the_environment(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('imported')) == []
 
 
-def test_process_gets_only_the_environment_it_needs(ledger, ledger_path, local_endpoint, server, story, monkeypatch):
-    import subprocess
-
-    seen = []
-    real_popen = subprocess.Popen
-
-    def spy(args, **kwargs):
-        seen.append((list(args), dict(kwargs.get('env') or {})))
-        return real_popen(args, **kwargs)
-
-    monkeypatch.setattr(subprocess, 'Popen', spy)
+def test_process_gets_only_the_environment_it_needs(ledger, ledger_path, local_endpoint, server, story, monkeypatch, spawned):
+    seen = spawned
     monkeypatch.setenv('UNRELATED_SECRET', 'should-not-cross')
     monkeypatch.setenv('https_proxy', 'http://proxy.example.com:3128')
     monkeypatch.setenv('no_proxy', '127.0.0.1,localhost')
