@@ -736,15 +736,26 @@ def this_process() -> str:
 
 def _is_gone(holder: str) -> bool:
     host, _sep, pid = (holder or '').rpartition(':')
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    return host == socket.gethostname() and pid.isdigit() and not _process_runs(int(pid))
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie does not: killed, it holds nothing, whoever reaps it and when."""
+    if os.path.isdir('/proc/self'):
+        try:
+            with open(f'/proc/{pid}/stat', encoding='utf-8') as stat_file:
+                return stat_file.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+        except FileNotFoundError:
+            return False
+        except (OSError, IndexError):
+            pass  # unreadable: ask the kernel instead
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return False
     except OSError:
-        return False  # exists, as another user's process
-    return False
+        pass  # it exists, as another user's process
+    return True
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:

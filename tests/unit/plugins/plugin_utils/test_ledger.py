@@ -930,3 +930,22 @@ def test_a_ledger_that_cannot_be_made_private_is_refused(ledger_path, monkeypatc
     with pytest.raises(LedgerError, match=r'can be read by others \(mode 0666\) and cannot be made private: '
                                           r'Operation not permitted; run chmod 600 '):
         Ledger(ledger_path)
+
+
+def test_a_claim_held_by_a_killed_process_not_yet_reaped_is_taken_over(ledger, endpoint, monkeypatch):
+    # A process killed with its parent stays a zombie until someone reaps it, which on some systems is never.
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        for _attempt in range(200):
+            with open(f'/proc/{child}/stat', encoding='utf-8') as stat_file:
+                if stat_file.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    break
+            time.sleep(0.01)
+        with monkeypatch.context() as patch:
+            patch.setattr(_ledger, 'this_process', lambda: f'{socket.gethostname()}:{child}')
+            assert ledger.try_claim(endpoint.ledger_key, 'a', lease=60) is not None
+        assert ledger.try_claim(endpoint.ledger_key, 'a', lease=60) is not None
+    finally:
+        os.waitpid(child, 0)
