@@ -156,7 +156,8 @@ EXAMPLES = r"""
     resource_id: "{{ inventory_hostname }}"
     resource_type: host
     metric_name: disk_used_percent
-    description: "/var is {{ disk_used_percent }}% full"
+    # The threshold, not the measured value: a description that changes on every run would resend the alert.
+    description: Raised while /var is more than 90% full
   when: disk_used_percent | int > 90
 
 - name: Resolve it once the disk has room again (sent only if the alert was raised)
