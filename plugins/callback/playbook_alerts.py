@@ -177,6 +177,7 @@ import os
 import time
 import typing as t
 import uuid
+import weakref
 
 from ansible import context
 from ansible.plugins.callback import CallbackBase
@@ -292,7 +293,7 @@ class CallbackModule(CallbackBase):
         # Failures held by a run on this controller that was killed outright (its delivery process too) are
         # delivered now, before this run's own alerts.
         self._ledger.release_stale_holds()
-        atexit.register(self._at_exit)
+        _RUNS.add(self)
         if self._ledger.pending(self._endpoint_key):
             # What earlier runs could not deliver goes first, before this run's own alerts.
             self._sender.notify()
@@ -506,6 +507,18 @@ class CallbackModule(CallbackBase):
                 f'temperstack: delivery did not finish within flush_timeout ({self._flush_timeout:g} s); '
                 'what is left stays queued for the next run'
             )
+
+
+# The callbacks configured in this process, for the exit handler below. Held weakly: a callback that is gone
+# (as each one of a test's many is) has nothing left to send, and its ledger connection is closed with it.
+_RUNS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _end_interrupted_runs() -> None:
+    """At exit after Ctrl-C or an ERROR! (never after SIGTERM or SIGKILL): each run sends what it saw fail."""
+    for run in list(_RUNS):
+        run._at_exit()  # pylint: disable=protected-access
 
 
 _CLIENT_VARIABLES = ('TEMPERSTACK_TIMEOUT', 'TEMPERSTACK_RETRIES', 'TEMPERSTACK_VALIDATE_CERTS', 'TEMPERSTACK_CA_PATH')

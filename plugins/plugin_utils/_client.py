@@ -64,14 +64,28 @@ def check_retries(value: t.Any) -> int:
 def check_ca_path(path: str | None) -> str | None:
     """``ca_path`` if it names a file, else an ``AlertValidationError`` that names the option.
 
-    Left to the TLS layer, a missing bundle reads as a connection error ("No such file or directory"),
-    retried like one, and the message never says which setting is wrong.
+    Left to the TLS layer, a missing bundle reads as a connection error ("No such file or directory"), and a
+    file without a certificate as a TLS error ("PEM lib"): both retried like a failed connection, and neither
+    message says which setting is wrong.
     """
-    if path is not None and not os.path.isfile(path):
-        raise AlertValidationError(
-            f'ca_path {path} is not a file: give the PEM bundle of the CA certificates that signed Temperstack\'s certificate'
-        )
+    if path is None:
+        return path
+    if not os.path.isfile(path):
+        raise AlertValidationError(f'ca_path {path} is not a file: {_GIVE_A_CA_BUNDLE}')
+    try:
+        _load_ca_bundle(path, os.stat(path).st_mtime_ns)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise AlertValidationError(f'ca_path {path} holds no usable CA certificate ({exc}): {_GIVE_A_CA_BUNDLE}') from None
     return path
+
+
+_GIVE_A_CA_BUNDLE = "give the PEM bundle of the CA certificates that signed Temperstack's certificate"
+
+
+@functools.lru_cache(maxsize=16)
+def _load_ca_bundle(path: str, _mtime_ns: int) -> None:
+    # Once per file and version of it: a loop of alert tasks does not parse the same bundle for every item.
+    ssl.create_default_context(cafile=path)
 
 
 class SendError(Exception):

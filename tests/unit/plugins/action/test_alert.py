@@ -27,6 +27,13 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     shared_ledger,
 )
 
+def write_ca_bundle(path) -> None:
+    """A real CA certificate (the module checks that ca_path holds one); the fake opener never uses it."""
+    import trustme  # pylint: disable=import-outside-toplevel
+
+    trustme.CA().cert_pem.write_to_path(str(path))
+
+
 RESULT_KEYS = {'changed', 'alert_id', 'status', 'previous_status', 'sent', 'payload', 'http_status', 'attempts', 'msg'}
 
 
@@ -201,7 +208,7 @@ def test_numbers_are_sent_as_strings(run_task, task_args, opener):
 
 def test_connection_options_reach_open_url(run_task, task_args, opener, tmp_path):
     ca_path = tmp_path / 'ca.pem'
-    ca_path.write_text('(the fake opener never reads it)\n')
+    write_ca_bundle(ca_path)
     run_task(dict(task_args, timeout=4, retries=0, validate_certs=False, ca_path=str(ca_path)))
     kwargs = opener.calls[0].kwargs
     assert (kwargs['timeout'], kwargs['validate_certs'], kwargs['ca_path']) == (4, False, str(ca_path))
@@ -250,7 +257,7 @@ def ca_bundles(tmp_path):
     paths = []
     for name in ('env-ca.pem', 'task-ca.pem'):
         path = tmp_path / name
-        path.write_text('(the fake opener never reads it)\n')
+        write_ca_bundle(path)
         paths.append(str(path))
     return paths
 
@@ -287,7 +294,7 @@ def test_task_options_win_over_the_environment(run_task, task_args, opener, monk
 
 
 def test_environment_ca_path_is_expanded_like_the_option(run_task, task_args, opener, monkeypatch, isolated_environment):
-    (isolated_environment / 'ca.pem').write_text('(the fake opener never reads it)\n')
+    write_ca_bundle(isolated_environment / 'ca.pem')
     monkeypatch.setenv('TEMPERSTACK_CA_PATH', '~/ca.pem')
     run_task(task_args)
     assert opener.calls[0].kwargs['ca_path'] == str(isolated_environment / 'ca.pem')

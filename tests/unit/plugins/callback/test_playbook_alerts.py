@@ -128,13 +128,23 @@ def held_alarms(ledger: Ledger, run: t.Any) -> int:
         os.remove(copy)
 
 
+class _ExitHandlers:
+    """Stands in for the callback's set of runs to end at exit: keeps each run's exit handler, in order."""
+
+    def __init__(self, handlers: list[t.Callable[[], None]]) -> None:
+        self._handlers = handlers
+
+    def add(self, callback: t.Any) -> None:
+        self._handlers.append(callback._at_exit)
+
+
 @pytest.fixture
 def temperstack(monkeypatch):
     server = Temperstack()
     fake = type('BoundFakeSenderProcess', (FakeSenderProcess,), {'temperstack': server})
     monkeypatch.setattr(playbook_alerts, 'SenderProcess', fake)
-    # A run's exit handler is called by the test that wants it (Run.exit), never at the end of pytest.
-    monkeypatch.setattr(playbook_alerts.atexit, 'register', server.exit_handlers.append)
+    # A run's exit handler is called by the test that wants it (exit_run), never at the end of pytest.
+    monkeypatch.setattr(playbook_alerts, '_RUNS', _ExitHandlers(server.exit_handlers))
     # Options come from the test, not from ansible's configuration machinery.
     monkeypatch.setattr(CallbackBase, 'set_options', lambda self, *args, **kwargs: None)
     for name in ('AWX_HOST', 'JOB_ID'):

@@ -37,6 +37,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
     SendError,
     TemperstackClient,
     _tls_context,
+    check_ca_path,
     check_retries,
     check_timeout,
     open_webhook,
@@ -647,3 +648,12 @@ def test_which_plugins_load_the_http_stack(plugin, loads_urls):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(loads_urls)
+
+
+@pytest.mark.parametrize('content', [b'', b'not a certificate\n', b'-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n'])
+def test_a_ca_path_without_a_certificate_is_an_error_naming_ca_path(tmp_path, content):
+    # Left to the TLS layer it reads "[X509] PEM lib", and is retried like a connection that failed.
+    bundle = tmp_path / 'ca.pem'
+    bundle.write_bytes(content)
+    with pytest.raises(AlertValidationError, match=f'^ca_path {bundle} holds no usable CA certificate .*: give the PEM bundle'):
+        check_ca_path(str(bundle))
