@@ -27,6 +27,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     shared_ledger,
 )
 
+
 def write_ca_bundle(path) -> None:
     """A real CA certificate (the module checks that ca_path holds one); the fake opener never uses it."""
     import trustme  # pylint: disable=import-outside-toplevel
