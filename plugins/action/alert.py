@@ -40,8 +40,14 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint imp
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     Ledger,
     LedgerError,
-    default_ledger_path,
+    LedgerUnreachable,
+    absorb_fallback,
+    check_ledger_url,
     discard_shared,
+    fallback_path,
+    is_url,
+    ledger_spec,
+    open_ledger,
     shared_ledger,
 )
 
@@ -60,6 +66,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     'validate_certs': {'type': 'bool', 'default': True, 'fallback': (env_fallback, ['TEMPERSTACK_VALIDATE_CERTS'])},
     'ca_path': {'type': 'path', 'fallback': (env_fallback, ['TEMPERSTACK_CA_PATH'])},
     'ledger_path': {'type': 'path'},
+    'ledger_url': {'type': 'str', 'no_log': True, 'fallback': (env_fallback, ['TEMPERSTACK_LEDGER_URL'])},
     'force': {'type': 'bool', 'default': False},
     'only_if_raised': {'type': 'bool', 'default': False},
 }
@@ -109,8 +116,9 @@ class ActionModule(ActionBase):
             ca_path=check_ca_path(args['ca_path']),
         )
         check_mode = bool(self._task.check_mode)
-        ledger_path = args['ledger_path'] or default_ledger_path()
-        with _ledger(ledger_path, warnings.append, check_mode) as ledger:
+        spec = ledger_spec(check_ledger_url(args['ledger_url']), args['ledger_path'])
+
+        def decide(ledger: Ledger, force: bool) -> Outcome:
             if not check_mode:
                 ledger.prune_if_due()
             return dispatch(
@@ -118,25 +126,53 @@ class ActionModule(ActionBase):
                 endpoint,
                 ledger,
                 client,
-                force=args['force'],
+                force=force,
                 check_mode=check_mode,
                 warn=warnings.append,
                 only_if_raised=args['only_if_raised'],
             )
 
+        try:
+            with _ledger(spec, warnings.append, check_mode) as ledger:
+                if is_url(spec) and not check_mode:
+                    self._absorb_fallback(ledger, args['ledger_path'], warnings)
+                return decide(ledger, args['force'])
+        except LedgerUnreachable as exc:
+            # Alerting matters most when infrastructure fails, and the ledger's server may be part of the outage:
+            # the alert still goes out, decided by this controller's own file, which the next run that reaches
+            # the server moves into the shared ledger.
+            fallback = fallback_path(args['ledger_path'])
+            warnings.append(
+                f'{exc}. {alert.status} for alert {alert.alert_id} was decided without it, so it is sent whatever '
+                f'Temperstack already holds, and remembered in {fallback} until a later run on this controller '
+                'reaches the shared ledger'
+            )
+            with _ledger(fallback, warnings.append, check_mode) as ledger:
+                return decide(ledger, True)
+
+    @staticmethod
+    def _absorb_fallback(ledger: Ledger, ledger_path: str | None, warnings: list[str]) -> None:
+        try:
+            absorb_fallback(ledger, fallback_path(ledger_path))
+        except LedgerUnreachable:
+            raise
+        except LedgerError as exc:
+            # The local file's trouble is not this task's: its alert is decided by the shared ledger all the same.
+            warnings.append(f'what this controller kept while the shared ledger was unreachable stays where it is: {exc}')
+
 
 @contextlib.contextmanager
-def _ledger(path: str, warn: t.Callable[[str], None], check_mode: bool) -> t.Iterator[Ledger]:
+def _ledger(spec: str, warn: t.Callable[[str], None], check_mode: bool) -> t.Iterator[Ledger]:
     """The ledger for one task: the worker's shared one, or in check mode a read-only one that changes nothing on disk.
 
     The items of a loop run in one worker process; sharing one ledger connection between them saves SQLite's
     checkpoint and write-ahead-log set-up on every item (see ``shared_ledger``).
     """
     if check_mode:
-        with Ledger(path, warn=warn, read_only=True) as ledger:
+        with open_ledger(spec, warn=warn, read_only=True) as ledger:
             yield ledger
         return
-    ledger = shared_ledger(path, warn=warn)
+    ledger = shared_ledger(spec, warn=warn)
     try:
         yield ledger
     except LedgerError:

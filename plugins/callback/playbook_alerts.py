@@ -173,6 +173,7 @@ seealso:
 """
 
 import atexit
+import contextlib
 import os
 import time
 import typing as t
@@ -202,7 +203,14 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint imp
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     Ledger,
     LedgerError,
+    LedgerUnreachable,
     Record,
+    SqliteLedger,
+    absorb_fallback,
+    check_ledger_url,
+    fallback_path,
+    ledger_spec,
+    open_ledger,
     this_process,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import SenderProcess
@@ -232,6 +240,8 @@ class CallbackModule(CallbackBase):
         self._play: t.Any = None
         self._settings = AlertSettings()
         self._ledger: Ledger | None = None
+        # With ledger_url: the local file that stands in for the shared ledger while its server is unreachable.
+        self._fallback = ''
         self._sender: SenderProcess | None = None
         self._endpoint_key = ''
         self._flush_timeout = 30.0
@@ -285,11 +295,13 @@ class CallbackModule(CallbackBase):
             ca_path=check_ca_path(self.get_option('ca_path')),
         )
         flush_timeout = _check_flush_timeout(self.get_option('flush_timeout'))
-        self._ledger = Ledger(self.get_option('ledger_path'), warn=self._display.warning)
+        self._ledger = self._open_ledger()
         self._ledger.prune_if_due()
         self._endpoint_key = endpoint.ledger_key
         self._flush_timeout = flush_timeout
-        self._sender = SenderProcess(client, self._ledger.path, self._flush_timeout, run_token=self._run_token)
+        self._sender = SenderProcess(
+            client, self._ledger.spec, self._flush_timeout, run_token=self._run_token, fallback=self._fallback,
+        )
         # Failures held by a run on this controller that was killed outright (its delivery process too) are
         # delivered now, before this run's own alerts.
         self._ledger.release_stale_holds()
@@ -297,6 +309,52 @@ class CallbackModule(CallbackBase):
         if self._ledger.pending(self._endpoint_key):
             # What earlier runs could not deliver goes first, before this run's own alerts.
             self._sender.notify()
+
+    def _open_ledger(self) -> Ledger:
+        url = check_ledger_url(self.get_option('ledger_url'))
+        spec = ledger_spec(url, self.get_option('ledger_path'))
+        if not url:
+            return open_ledger(spec, warn=self._display.warning)
+        self._fallback = fallback_path(self.get_option('ledger_path'))
+        try:
+            ledger = open_ledger(spec, warn=self._display.warning)
+        except LedgerUnreachable as exc:
+            return self._fall_back(exc)
+        try:
+            records, entries = absorb_fallback(ledger, self._fallback)
+        except LedgerUnreachable as exc:
+            return self._fall_back(exc)
+        except LedgerError as exc:
+            self._display.warning(f'temperstack: what this controller kept while the shared ledger was unreachable stays where it is: {exc}')
+        else:
+            if records or entries:
+                self._display.vv(
+                    f'temperstack: moved {records} records and {entries} queued alerts kept on this controller into {ledger.location}'
+                )
+        return ledger
+
+    def _fall_back(self, exc: LedgerError) -> Ledger:
+        """Go on with this controller's fallback file: the shared ledger's server is unreachable."""
+        self._display.warning(
+            f'temperstack: {exc}. This run raises Alarms for failures without knowing what Temperstack already holds, '
+            f'and sends no OK, which needs the shared ledger\'s memory of the Alarm. What cannot be delivered waits in '
+            f'{self._fallback}, and the next run on this controller that reaches the server moves it there.'
+        )
+        fallback = SqliteLedger(self._fallback, warn=self._display.warning)
+        if self._ledger is not None:
+            with contextlib.suppress(Exception):
+                self._ledger.close()
+        self._ledger = fallback
+        return fallback
+
+    def _ledger_call(self, operation: t.Callable[[Ledger], t.Any]) -> t.Any:
+        """``operation`` on the run's ledger; if the shared ledger's server is lost mid-run, on the fallback file."""
+        try:
+            return operation(self._ledger)
+        except LedgerUnreachable as exc:
+            if not self._fallback or self._ledger is None or self._ledger.spec == self._fallback:
+                raise
+            return operation(self._fall_back(exc))
 
     def _disable(self, reason: str) -> None:
         self.disabled = True
@@ -421,17 +479,20 @@ class CallbackModule(CallbackBase):
             if not force and last is not None and len(unit.failed_hosts) > HOLD_EVERY_FAILURE_UP_TO and now - last < 1.0:
                 continue
             try:
-                known = self._ledger.lookup(self._endpoint_key, unit.alert_id)
-                self._ledger.hold(
-                    self._endpoint_key, alarm_for(unit, self._settings),
-                    _alarm_hosts(known, failed_hosts_of(unit)), self._run_token, this_process(),
-                )
+                self._ledger_call(lambda ledger, unit=unit: self._hold_unit(ledger, unit))
             except LedgerError as exc:
                 self._display.warning(f'temperstack: could not record the failure of {unit.alert_id}: {exc}')
                 continue
             self._held[unit.alert_id] = now
         # The delivery process keeps what is held alive, and delivers it should this process die.
         self._sender.notify()
+
+    def _hold_unit(self, ledger: Ledger, unit: t.Any) -> None:
+        known = ledger.lookup(self._endpoint_key, unit.alert_id)
+        ledger.hold(
+            self._endpoint_key, alarm_for(unit, self._settings),
+            _alarm_hosts(known, failed_hosts_of(unit)), self._run_token, this_process(),
+        )
 
     def _release_held(self) -> int:
         if not self._held or self._ledger is None:
@@ -459,10 +520,16 @@ class CallbackModule(CallbackBase):
                 self._queue(alarm_for(unit, self._settings), failed_hosts_of(unit))
 
     def _queue_recoveries(self) -> None:
+        if self._ledger is None:
+            return
         for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix):
             if unit.failed_hosts or not unit.ran_to_end:
                 continue
-            known = self._ledger.lookup(self._endpoint_key, unit.alert_id) if self._ledger else None
+            try:
+                known = self._ledger_call(lambda ledger, unit=unit: ledger.lookup(self._endpoint_key, unit.alert_id))
+            except LedgerError as exc:
+                self._display.warning(f'temperstack: could not decide the OK for {unit.alert_id}: {exc}')
+                continue
             if known is None or known.status != STATUS_ALARM:
                 continue
             # A host of the Alarm that did not run this unit was not checked, whatever left it out: --limit,
@@ -474,24 +541,29 @@ class CallbackModule(CallbackBase):
         if self._ledger is None or self._sender is None:
             return
         try:
-            known = self._ledger.lookup(self._endpoint_key, alert.alert_id)
-            if alert.status == STATUS_ALARM:
-                hosts = _alarm_hosts(known, hosts)
-            # An Alarm the same as the one on record still goes out when it names hosts the record lacks (its
-            # list of hosts was cut to fit), so that the record holds every host the OK will need.
-            news = is_news(alert, known) or not set(hosts) <= set(known.hosts)
-            if alert.alert_id in self._held:
-                # The unit has ended: its Alarm (or nothing, if Temperstack has it already) replaces what was held.
-                self._ledger.settle(self._endpoint_key, alert.alert_id, self._run_token, alert if news else None, hosts)
-                del self._held[alert.alert_id]
-            elif news:
-                self._ledger.queue(self._endpoint_key, alert, hosts)
+            news = self._ledger_call(lambda ledger: self._write_decision(ledger, alert, hosts))
+            self._held.pop(alert.alert_id, None)
             if not news:
                 return
         except LedgerError as exc:
             self._display.warning(f'temperstack: could not queue {alert.status} for {alert.alert_id}: {exc}')
             return
         self._sender.notify()
+
+    def _write_decision(self, ledger: Ledger, alert: t.Any, hosts: t.Sequence[str]) -> bool:
+        """Queue ``alert`` if it is news; returns whether it was."""
+        known = ledger.lookup(self._endpoint_key, alert.alert_id)
+        if alert.status == STATUS_ALARM:
+            hosts = _alarm_hosts(known, hosts)
+        # An Alarm the same as the one on record still goes out when it names hosts the record lacks (its
+        # list of hosts was cut to fit), so that the record holds every host the OK will need.
+        news = is_news(alert, known) or not set(hosts) <= set(known.hosts)
+        if alert.alert_id in self._held:
+            # The unit has ended: its Alarm (or nothing, if Temperstack has it already) replaces what was held.
+            ledger.settle(self._endpoint_key, alert.alert_id, self._run_token, alert if news else None, hosts)
+        elif news:
+            ledger.queue(self._endpoint_key, alert, hosts)
+        return news
 
     def _report(self, report: t.Any) -> None:
         if report.sent or report.queued:

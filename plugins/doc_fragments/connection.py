@@ -74,7 +74,27 @@ options:
         the integration key is never written to it. It is created with mode C(0600), in a directory created with mode C(0700).
       - If not set, the value of the E(TEMPERSTACK_LEDGER_PATH) environment variable is used,
         and otherwise V(~/.ansible/temperstack/ledger.sqlite3).
+      - With O(ledger_url) set, this file is not the ledger. Its directory then holds C(ledger.fallback.sqlite3)
+        (named after this file), where the controller keeps what it could not write to the shared ledger while the
+        server was unreachable. The next task or run on this controller that reaches the server moves it there.
     type: path
+  ledger_url:
+    description:
+      - A PostgreSQL database that keeps the ledger for a fleet of controllers, or for AWX and Automation Controller
+        jobs, whose local files are lost with each job's container. When set, it is used instead of O(ledger_path).
+      - A libpq connection URI, V(postgresql://user[:password]@host[:port]/dbname[?sslmode=verify-full]). The
+        password may instead come from libpq's usual places (E(PGPASSWORD), C(~/.pgpass), E(PGPASSFILE)), and TLS
+        settings from E(PGSSLMODE) and the like.
+      - The ledger lives in the database's schema C(temperstack), which is created on first use unless a database
+        owner created it beforehand. See the collection's C(docs/fleet.md) for set-up and the privileges needed.
+      - Needs the Python package C(psycopg) (version 3) on the controller or in the execution environment.
+        Nothing else in the collection needs it.
+      - If the server cannot be reached (within 5 seconds), the alert is still sent, with a warning, even if
+        Temperstack already holds it; an OK with O(only_if_raised=true) is not sent. What was sent is remembered
+        in the fallback file next to O(ledger_path) until a later run reaches the server.
+      - Never shown in output; its password is masked in every message.
+      - If not set, the value of the E(TEMPERSTACK_LEDGER_URL) environment variable is used. An empty value is an error.
+    type: str
 notes:
   - Proxies from the usual environment variables (E(https_proxy), E(http_proxy), E(no_proxy)) are honoured.
   - The E(TEMPERSTACK_*) environment variables named above mean the same to the P(temperstack.alerting.playbook_alerts#callback)
@@ -175,4 +195,22 @@ options:
     ini:
       - section: callback_temperstack
         key: ledger_path
+  ledger_url:
+    description:
+      - A PostgreSQL database that keeps the ledger for a fleet of controllers, or for AWX and Automation Controller
+        jobs; when set, it is used instead of O(ledger_path), whose directory then holds the fallback file
+        C(ledger.fallback.sqlite3).
+      - A libpq connection URI, V(postgresql://user[:password]@host[:port]/dbname[?sslmode=verify-full]); the
+        password may come from E(PGPASSWORD), C(~/.pgpass) or E(PGPASSFILE) instead. Needs the Python package
+        C(psycopg) (version 3). See the collection's C(docs/fleet.md).
+      - If the server cannot be reached, the run goes on. Alarms for failed units are still raised; OKs, which need
+        the shared ledger's memory of the Alarm, are not sent, with a warning. What cannot be delivered waits in the
+        fallback file, and the next run on this controller that reaches the server moves it into the shared ledger.
+      - Its password is masked in every message. An empty value is an error.
+    type: str
+    env:
+      - name: TEMPERSTACK_LEDGER_URL
+    ini:
+      - section: callback_temperstack
+        key: ledger_url
 """

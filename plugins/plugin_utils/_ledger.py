@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import stat
@@ -27,6 +28,7 @@ import uuid
 from urllib.parse import quote
 
 from ._alert import Alert
+from ._endpoint import MASK
 
 DEFAULT_LEDGER_PATH = os.path.join('~', '.ansible', 'temperstack', 'ledger.sqlite3')
 LEDGER_PATH_ENV = 'TEMPERSTACK_LEDGER_PATH'
@@ -99,6 +101,10 @@ class LedgerError(Exception):
     """The ledger cannot be used; the message says which file and why."""
 
 
+class LedgerUnreachable(LedgerError):
+    """The ledger's server cannot be reached (down, refusing, timing out): alerts go out without its memory."""
+
+
 class LeaseLost(LedgerError):
     """Another sender took over an alert whose claim had expired: this one must stop writing for it."""
 
@@ -140,6 +146,236 @@ def default_ledger_path(environ: t.Mapping[str, str] | None = None) -> str:
 
 
 class Ledger:
+    """What Temperstack holds and what still waits, behind one interface whichever backend keeps it.
+
+    Open one with ``open_ledger``: a file path gives the embedded SQLite ledger, a ``postgresql://`` URL the
+    ledger a fleet shares. Everything sent for one alert is sent under its claim, a row with a lease: forks,
+    processes and controllers that decide the same alert at once send it once, each alert's outbox entries have
+    one sender at a time, and distinct alerts still go out in parallel. No transaction is ever held across a
+    network call to Temperstack.
+    """
+
+    #: Where the ledger is, fit for any message: a file path, or a URL with its password masked.
+    location: str = ''
+    #: What ``open_ledger`` takes to open this ledger again (a URL here may hold a password: never show it).
+    spec: str = ''
+
+    def __init__(self, warn: t.Callable[[str], None] | None = None) -> None:
+        self._warn = warn or (lambda message: None)
+        # The claims this connection took and has not released, for release_claims_of().
+        self.claims: set[Claim] = set()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: t.Any) -> None:
+        self.close()
+
+    # -- the interface the plugins use -----------------------------------------------------------
+
+    def lookup(self, endpoint: str, alert_id: str) -> Record | None:
+        """The alert's current state: the newest deliverable outbox entry if one waits, else the last acknowledged.
+
+        Failures a running playbook still holds (``hold``) are not yet part of the state.
+        """
+        return self._guard(self._lookup, endpoint, alert_id)
+
+    @contextlib.contextmanager
+    def claim(self, endpoint: str, alert_id: str, lease: float) -> t.Iterator[Claim]:
+        """Hold the right to send ``alert_id`` for ``lease`` seconds, renewed by every write made under it.
+
+        A process that finds the alert claimed waits for the claim to be released (or to expire, should
+        its holder have died); ``lookup`` then shows what the holder recorded.
+        """
+        deadline = time.monotonic() + lease + BUSY_TIMEOUT_SECONDS
+        while True:
+            claim = self.try_claim(endpoint, alert_id, lease)
+            if claim is not None:
+                break
+            if time.monotonic() > deadline:
+                raise LedgerError(f'alert {alert_id} stayed claimed by another process for over {lease:g} s')
+            time.sleep(CLAIM_POLL_SECONDS)
+        try:
+            yield claim
+        finally:
+            with contextlib.suppress(LedgerError):
+                self.release(claim)
+
+    def try_claim(self, endpoint: str, alert_id: str, lease: float) -> Claim | None:
+        """The alert's claim, or None at once if another process holds it."""
+        claim = Claim(endpoint, alert_id, uuid.uuid4().hex, lease)
+        if not self._guard(self._try_claim, claim):
+            return None
+        self.claims.add(claim)
+        return claim
+
+    def release(self, claim: Claim) -> None:
+        self._guard(self._release, claim)
+        self.claims.discard(claim)
+
+    def release_claims_of(self, other: Ledger) -> None:
+        """Release what ``other`` (a connection whose thread is stuck in a request it gives up) still claims.
+
+        The request may yet reach Temperstack, so the next sender may send that entry again: a duplicate, never
+        a reordering, and better than leaving the alert blocked for the rest of the lease.
+        """
+        for claim in list(other.claims):
+            self.release(claim)
+
+    def renew(self, claim: Claim) -> None:
+        """Extend ``claim`` by its lease before a send; raises ``LeaseLost`` if it is no longer this one."""
+        self._guard(self._renew, claim)
+
+    def record(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = (), claim: Claim | None = None) -> None:
+        """Remember that Temperstack acknowledged ``alert``. Call only after a 2xx, under the alert's claim.
+
+        Raises ``LeaseLost`` if the claim has passed to another process, which then decides what is on record.
+        """
+        self._guard(self._record, endpoint, alert, tuple(hosts), claim)
+
+    def queue(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = ()) -> int:
+        """Keep an alert in the outbox until it is delivered, in order, by ``pending``/``delivered``."""
+        return self._guard(self._queue, endpoint, alert, tuple(hosts))
+
+    def hold(self, endpoint: str, alert: Alert, hosts: t.Iterable[str], token: str, owner: str) -> None:
+        """Keep a failure a running playbook has seen, durably, before it is decided what to send for it.
+
+        A held entry replaces the run's earlier held entry for the same alert. It is not sent, nor part of the
+        alert's state, while the run holds it: the run ``settle``s it when its unit ends. If the run never does
+        (killed, interrupted), the hold is released (``release_holds``, ``release_stale_holds``) or expires,
+        and the entry is delivered like any other.
+        """
+        self._guard(self._hold, endpoint, alert, tuple(hosts), token, owner)
+
+    def settle(self, endpoint: str, alert_id: str, token: str, alert: Alert | None, hosts: t.Iterable[str] = ()) -> None:
+        """Replace the run's held entry for ``alert_id`` by ``alert`` (queued for delivery) or, if None, by nothing."""
+        self._guard(self._settle, endpoint, alert_id, token, alert, tuple(hosts))
+
+    def renew_holds(self, token: str, lease: float = HOLD_LEASE_SECONDS) -> int:
+        """Extend the holds of a run that is still going; returns how many it holds."""
+        return self._guard(self._renew_holds, token, lease)
+
+    def release_holds(self, token: str) -> int:
+        """Make what a run held deliverable now (the run ended without settling it); returns how many."""
+        return self._guard(self._release_holds, token)
+
+    def release_stale_holds(self) -> int:
+        """Release the holds of runs on this controller whose process is gone (killed with SIGKILL, say)."""
+        return self._guard(self._release_stale_holds)
+
+    def discard(self, queued: Queued, claim: Claim | None = None) -> None:
+        """Drop a queued alert that Temperstack will never accept."""
+        self._guard(self._discard, queued, claim)
+
+    def pending(self, endpoint: str, alert_id: str | None = None) -> list[Queued]:
+        """Undelivered alerts for ``endpoint`` (only ``alert_id``'s, if given), oldest first; not those held."""
+        return self._guard(self._pending, endpoint, alert_id)
+
+    def delivered(self, endpoint: str, queued: Queued, claim: Claim | None = None) -> bool:
+        """A queued alert reached Temperstack: record it and take it out of the outbox, atomically.
+
+        Under ``claim`` (the sender's): raises ``LeaseLost`` if another process has taken the claim over. An entry
+        that is no longer in the outbox was delivered by another sender, and recording it could overwrite a
+        newer record: then nothing is written and the result is False.
+        """
+        return self._guard(self._delivered, endpoint, queued, claim)
+
+    def prune(self, retention: float = RETENTION_SECONDS, now: float | None = None) -> int:
+        """Forget resolved alerts older than ``retention`` seconds; returns how many were forgotten."""
+        return self._guard(self._prune, retention, time.time() if now is None else now)
+
+    def prune_if_due(self) -> None:
+        self._guard(self._prune_if_due)
+
+    def export(self) -> list[tuple[str, int | None, Record]]:
+        """Everything the ledger holds, for copying it elsewhere: ``(endpoint, seq, record)``, records first.
+
+        An acknowledged record has no ``seq``; an outbox entry (not one a live run holds) is a pending record whose
+        ``updated`` is when it was queued, in outbox order.
+        """
+        return self._guard(self._export)
+
+    def adopt(self, endpoint: str, record: Record) -> bool:
+        """Take in a record or outbox entry exported from another ledger, unless this one knows something newer.
+
+        Newer means a record or entry of the same alert as recent as it or more: taking in an older one would
+        undo what the fleet told Temperstack since, or put an Alarm behind its own OK. So adopting the same
+        export twice adopts nothing the second time. Returns whether it was taken in.
+        """
+        return self._guard(self._adopt, endpoint, record)
+
+    def forget(self, endpoint: str, alert_id: str, seq: int | None = None) -> None:
+        """Drop a record (or, with ``seq``, an outbox entry) that has been moved to another ledger."""
+        self._guard(self._forget, endpoint, alert_id, seq)
+
+    # -- what each backend implements -------------------------------------------------------------
+
+    def _guard(self, operation: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        """Run ``operation``, turning the backend's errors into a ``LedgerError`` that names the ledger."""
+        raise NotImplementedError
+
+    def _lookup(self, endpoint: str, alert_id: str) -> Record | None:
+        raise NotImplementedError
+
+    def _try_claim(self, claim: Claim) -> bool:
+        raise NotImplementedError
+
+    def _release(self, claim: Claim) -> None:
+        raise NotImplementedError
+
+    def _renew(self, claim: Claim) -> None:
+        raise NotImplementedError
+
+    def _record(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], claim: Claim | None) -> None:
+        raise NotImplementedError
+
+    def _queue(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> int:
+        raise NotImplementedError
+
+    def _hold(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], token: str, owner: str) -> None:
+        raise NotImplementedError
+
+    def _settle(self, endpoint: str, alert_id: str, token: str, alert: Alert | None, hosts: tuple[str, ...]) -> None:
+        raise NotImplementedError
+
+    def _renew_holds(self, token: str, lease: float) -> int:
+        raise NotImplementedError
+
+    def _release_holds(self, token: str) -> int:
+        raise NotImplementedError
+
+    def _release_stale_holds(self) -> int:
+        raise NotImplementedError
+
+    def _discard(self, queued: Queued, claim: Claim | None) -> None:
+        raise NotImplementedError
+
+    def _pending(self, endpoint: str, alert_id: str | None) -> list[Queued]:
+        raise NotImplementedError
+
+    def _delivered(self, endpoint: str, queued: Queued, claim: Claim | None) -> bool:
+        raise NotImplementedError
+
+    def _prune(self, retention: float, now: float) -> int:
+        raise NotImplementedError
+
+    def _prune_if_due(self) -> None:
+        raise NotImplementedError
+
+    def _export(self) -> list[tuple[str, int | None, Record]]:
+        raise NotImplementedError
+
+    def _adopt(self, endpoint: str, record: Record) -> bool:
+        raise NotImplementedError
+
+    def _forget(self, endpoint: str, alert_id: str, seq: int | None) -> None:
+        raise NotImplementedError
+
+
+class SqliteLedger(Ledger):
     """One SQLite file shared by every fork and plugin on a controller.
 
     Every write is a short ``BEGIN IMMEDIATE`` transaction in WAL mode; no transaction is ever held
@@ -159,11 +395,10 @@ class Ledger:
         With ``read_only`` (check mode) nothing on disk is created or changed: a missing ledger reads as empty,
         and an existing one is opened read-only, with no change to its mode, journal or schema.
         """
+        super().__init__(warn)
         self.path = os.path.abspath(os.path.expanduser(path or default_ledger_path()))
-        self._warn = warn or (lambda message: None)
+        self.location = self.spec = self.path
         self._holds = True
-        # The claims this connection took and has not released, for release_claims_of().
-        self.claims: set[Claim] = set()
         _check_file_name(self.path)
         if read_only:
             self._conn = self._open_read_only()
@@ -315,128 +550,6 @@ class Ledger:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc_info: t.Any) -> None:
-        self.close()
-
-    # -- the interface the plugins use -----------------------------------------------------------
-
-    def lookup(self, endpoint: str, alert_id: str) -> Record | None:
-        """The alert's current state: the newest deliverable outbox entry if one waits, else the last acknowledged.
-
-        Failures a running playbook still holds (``hold``) are not yet part of the state.
-        """
-        return self._guard(self._lookup, endpoint, alert_id)
-
-    @contextlib.contextmanager
-    def claim(self, endpoint: str, alert_id: str, lease: float) -> t.Iterator[Claim]:
-        """Hold the right to send ``alert_id`` for ``lease`` seconds, renewed by every write made under it.
-
-        A process that finds the alert claimed waits for the claim to be released (or to expire, should
-        its holder have died); ``lookup`` then shows what the holder recorded.
-        """
-        deadline = time.monotonic() + lease + BUSY_TIMEOUT_SECONDS
-        while True:
-            claim = self.try_claim(endpoint, alert_id, lease)
-            if claim is not None:
-                break
-            if time.monotonic() > deadline:
-                raise LedgerError(f'alert {alert_id} stayed claimed by another process for over {lease:g} s')
-            time.sleep(CLAIM_POLL_SECONDS)
-        try:
-            yield claim
-        finally:
-            with contextlib.suppress(LedgerError):
-                self.release(claim)
-
-    def try_claim(self, endpoint: str, alert_id: str, lease: float) -> Claim | None:
-        """The alert's claim, or None at once if another process holds it."""
-        claim = Claim(endpoint, alert_id, uuid.uuid4().hex, lease)
-        if not self._guard(self._try_claim, claim):
-            return None
-        self.claims.add(claim)
-        return claim
-
-    def release(self, claim: Claim) -> None:
-        self._guard(self._release, claim)
-        self.claims.discard(claim)
-
-    def release_claims_of(self, other: Ledger) -> None:
-        """Release what ``other`` (a connection whose thread is stuck in a request it gives up) still claims.
-
-        The request may yet reach Temperstack, so the next sender may send that entry again: a duplicate, never
-        a reordering, and better than leaving the alert blocked for the rest of the lease.
-        """
-        for claim in list(other.claims):
-            self.release(claim)
-
-    def renew(self, claim: Claim) -> None:
-        """Extend ``claim`` by its lease before a send; raises ``LeaseLost`` if it is no longer this one."""
-        self._guard(self._renew, claim)
-
-    def record(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = (), claim: Claim | None = None) -> None:
-        """Remember that Temperstack acknowledged ``alert``. Call only after a 2xx, under the alert's claim.
-
-        Raises ``LeaseLost`` if the claim has passed to another process, which then decides what is on record.
-        """
-        self._guard(self._record, endpoint, alert, tuple(hosts), claim)
-
-    def queue(self, endpoint: str, alert: Alert, hosts: t.Iterable[str] = ()) -> int:
-        """Keep an alert in the outbox until it is delivered, in order, by ``pending``/``delivered``."""
-        return self._guard(self._queue, endpoint, alert, tuple(hosts))
-
-    def hold(self, endpoint: str, alert: Alert, hosts: t.Iterable[str], token: str, owner: str) -> None:
-        """Keep a failure a running playbook has seen, durably, before it is decided what to send for it.
-
-        A held entry replaces the run's earlier held entry for the same alert. It is not sent, nor part of the
-        alert's state, while the run holds it: the run ``settle``s it when its unit ends. If the run never does
-        (killed, interrupted), the hold is released (``release_holds``, ``release_stale_holds``) or expires,
-        and the entry is delivered like any other.
-        """
-        self._guard(self._hold, endpoint, alert, tuple(hosts), token, owner)
-
-    def settle(self, endpoint: str, alert_id: str, token: str, alert: Alert | None, hosts: t.Iterable[str] = ()) -> None:
-        """Replace the run's held entry for ``alert_id`` by ``alert`` (queued for delivery) or, if None, by nothing."""
-        self._guard(self._settle, endpoint, alert_id, token, alert, tuple(hosts))
-
-    def renew_holds(self, token: str, lease: float = HOLD_LEASE_SECONDS) -> int:
-        """Extend the holds of a run that is still going; returns how many it holds."""
-        return self._guard(self._renew_holds, token, lease)
-
-    def release_holds(self, token: str) -> int:
-        """Make what a run held deliverable now (the run ended without settling it); returns how many."""
-        return self._guard(self._release_holds, token)
-
-    def release_stale_holds(self) -> int:
-        """Release the holds of runs on this controller whose process is gone (killed with SIGKILL, say)."""
-        return self._guard(self._release_stale_holds)
-
-    def discard(self, queued: Queued, claim: Claim | None = None) -> None:
-        """Drop a queued alert that Temperstack will never accept."""
-        self._guard(self._discard, queued, claim)
-
-    def pending(self, endpoint: str, alert_id: str | None = None) -> list[Queued]:
-        """Undelivered alerts for ``endpoint`` (only ``alert_id``'s, if given), oldest first; not those held."""
-        return self._guard(self._pending, endpoint, alert_id)
-
-    def delivered(self, endpoint: str, queued: Queued, claim: Claim | None = None) -> bool:
-        """A queued alert reached Temperstack: record it and take it out of the outbox, atomically.
-
-        Under ``claim`` (the sender's): raises ``LeaseLost`` if another process has taken the claim over. An entry
-        that is no longer in the outbox was delivered by another sender, and recording it could overwrite a
-        newer record: then nothing is written and the result is False.
-        """
-        return self._guard(self._delivered, endpoint, queued, claim)
-
-    def prune(self, retention: float = RETENTION_SECONDS, now: float | None = None) -> int:
-        """Forget resolved alerts older than ``retention`` seconds; returns how many were forgotten."""
-        return self._guard(self._prune, retention, time.time() if now is None else now)
-
-    def prune_if_due(self) -> None:
-        self._guard(self._prune_if_due)
-
     # -- SQL -------------------------------------------------------------------------------------
 
     def _guard(self, operation: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
@@ -510,12 +623,12 @@ class Ledger:
             self._fence(claim)
             self._upsert(endpoint, alert, hosts)
 
-    def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> None:
+    def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], updated: float | None = None) -> None:
         self._conn.execute(
             'INSERT OR REPLACE INTO alerts (endpoint, alert_id, status, fingerprint, payload, hosts, updated) '
             'VALUES (?, ?, ?, ?, ?, ?, ?)',
             (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
-             time.time()),
+             time.time() if updated is None else updated),
         )
 
     def _insert_entry(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], hold: tuple[t.Any, ...] = (None,) * 3) -> int:
@@ -606,55 +719,189 @@ class Ledger:
         if row is None or float(row[0]) < time.time() - PRUNE_INTERVAL_SECONDS:
             self._prune(RETENTION_SECONDS, time.time())
 
+    def _export(self) -> list[tuple[str, int | None, Record]]:
+        deliverable, now = self._deliverable()
+        records = self._conn.execute(
+            'SELECT endpoint, NULL, alert_id, status, fingerprint, payload, updated, 0, hosts FROM alerts ORDER BY updated'
+        ).fetchall()
+        entries = self._conn.execute(
+            'SELECT endpoint, seq, alert_id, status, fingerprint, payload, queued, 1, hosts FROM outbox '
+            f'WHERE 1 = 1{deliverable} ORDER BY seq',
+            now,
+        ).fetchall()
+        return [_exported(row) for row in records + entries]
 
-# Ledgers kept open for the rest of the process, by (process id, absolute path): see shared_ledger().
-_SHARED: dict[tuple[int, str], tuple[Ledger, tuple[int, int]]] = {}
+    def _adopt(self, endpoint: str, record: Record) -> bool:
+        with _immediate(self._conn):
+            newest = self._conn.execute(
+                'SELECT max(updated) FROM (SELECT updated FROM alerts WHERE endpoint = ? AND alert_id = ? '
+                'UNION ALL SELECT queued FROM outbox WHERE endpoint = ? AND alert_id = ?)',
+                (endpoint, record.alert_id, endpoint, record.alert_id),
+            ).fetchone()[0]
+            if newest is not None and newest >= record.updated:
+                return False
+            alert = Alert(record.payload)
+            if record.pending:
+                self._conn.execute(
+                    'INSERT INTO outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued) '
+                    'VALUES (?, ?, ?, ?, ?, ?, ?)',
+                    (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload),
+                     _dumps(record.hosts), record.updated),
+                )
+            else:
+                self._upsert(endpoint, alert, record.hosts, record.updated)
+            return True
+
+    def _forget(self, endpoint: str, alert_id: str, seq: int | None) -> None:
+        with _immediate(self._conn):
+            if seq is None:
+                self._conn.execute('DELETE FROM alerts WHERE endpoint = ? AND alert_id = ?', (endpoint, alert_id))
+            else:
+                self._conn.execute('DELETE FROM outbox WHERE seq = ?', (seq,))
 
 
-def shared_ledger(path: str | None = None, warn: t.Callable[[str], None] | None = None) -> Ledger:
-    """The ledger at ``path``, opened once in this process and kept open for every later caller in it.
+def is_url(spec: str | None) -> bool:
+    """Whether a ledger spec names a PostgreSQL server (a libpq URI) rather than a file."""
+    return bool(spec) and spec.split('://', 1)[0].lower() in ('postgresql', 'postgres') and '://' in spec
 
-    Ansible runs all the items of a loop in one worker process, each with a new action plugin. A ledger opened
-    and closed per item pays, whenever no other process has it open, for SQLite's checkpoint on the last close
-    (an fsync) and for creating the write-ahead log again on the next write: about 1 ms per item, a third of what
-    Ansible spends on its cheapest task. Kept open, it pays that once per process. A process that exits without
-    closing it (Ansible's workers end with os._exit) leaves the write-ahead log to the next one, as SQLite is
-    designed to.
 
-    Never shared across processes: a forked child opens its own (SQLite connections must not cross a fork).
+def mask_url(spec: str) -> str:
+    """A ledger spec fit for any message: a URL's password (in its user part or a password parameter) masked."""
+    if not is_url(spec):
+        return spec
+    scheme, rest = spec.split('://', 1)
+    authority, sep, tail = rest.partition('/')
+    userinfo, at, hosts = authority.rpartition('@')
+    if at and ':' in userinfo:
+        userinfo = userinfo.split(':', 1)[0] + ':' + MASK
+    tail = re.sub(r'(?i)((?:^|[?&])password=)[^&#]*', lambda match: match.group(1) + MASK, tail)
+    return f'{scheme}://{userinfo}{at}{hosts}{sep}{tail}'
+
+
+def open_ledger(spec: str | None = None, warn: t.Callable[[str], None] | None = None, read_only: bool = False) -> Ledger:
+    """The ledger that ``spec`` names: a ``postgresql://`` URL, or a file path (None: the default file).
+
+    Raises ``LedgerUnreachable`` for a server that cannot be reached, ``LedgerError`` for anything else.
+    """
+    if is_url(spec):
+        # Imported here: psycopg is needed only by those who set ledger_url.
+        from ._ledger_postgres import PostgresLedger  # pylint: disable=import-outside-toplevel
+        return PostgresLedger(t.cast(str, spec), warn=warn, read_only=read_only)
+    return SqliteLedger(spec, warn=warn, read_only=read_only)
+
+
+def check_ledger_url(url: str | None) -> str | None:
+    """``ledger_url`` as given, if it is a PostgreSQL connection URI; a LedgerError naming the option if not."""
+    if url is None:
+        return None
+    if not is_url(url):
+        shown = mask_url(url) if '://' in url and '@' not in url else 'the value given'
+        raise LedgerError(
+            f'ledger_url must be a PostgreSQL connection URI, postgresql://user@host[:port]/dbname[?sslmode=...] '
+            f'(an empty value is not "unset"); got {shown}. Leave it unset to use the local ledger file (ledger_path)'
+        )
+    return url
+
+
+def ledger_spec(url: str | None, path: str | None) -> str:
+    """The ledger a task or run uses: ``ledger_url`` wins over ``ledger_path``, which defaults to the local file."""
+    if url:
+        return url
+    return os.path.abspath(os.path.expanduser(path or default_ledger_path()))
+
+
+def fallback_path(path: str | None) -> str:
+    """The local file that keeps what could not be written to a shared ledger, next to ``ledger_path``'s file.
+
+    A file of its own, so that entering or leaving fleet mode never mixes it with a controller's own ledger:
+    everything in it is moved into the shared ledger by the next run on this machine that reaches the server.
+    """
+    root, ext = os.path.splitext(os.path.abspath(os.path.expanduser(path or default_ledger_path())))
+    return f'{root}.fallback{ext or ".sqlite3"}'
+
+
+# What this process last found in each fallback file when it emptied it: see absorb_fallback().
+_ABSORBED: dict[tuple[int, str], tuple[int, ...]] = {}
+
+
+def absorb_fallback(ledger: Ledger, fallback: str) -> tuple[int, int]:
+    """Move into the shared ``ledger`` what this controller kept in ``fallback`` while the server was unreachable.
+
+    Records and outbox entries go in unless the shared ledger knows something newer of the same alert
+    (``adopt``), and leave the local file either way. A file unchanged since this process last emptied it is not
+    opened again, so a loop pays for this once. Returns how many records and entries were taken in.
+    """
+    key = (os.getpid(), fallback)
+    state = _file_state(fallback)
+    if state is None or _ABSORBED.get(key) == state:
+        return 0, 0
+    with SqliteLedger(fallback) as local:
+        moved = copy_ledger(local, ledger, move=True)
+    _ABSORBED[key] = _file_state(fallback) or ()
+    return moved
+
+
+def _file_state(path: str) -> tuple[int, ...] | None:
+    # A write may still sit in the write-ahead log, which changes without the main file.
+    try:
+        main = os.stat(path)
+    except OSError:
+        return None
+    try:
+        wal = os.stat(path + '-wal')
+        return main.st_ino, main.st_mtime_ns, main.st_size, wal.st_mtime_ns, wal.st_size
+    except OSError:
+        return main.st_ino, main.st_mtime_ns, main.st_size
+
+
+# Ledgers kept open for the rest of the process, by (process id, spec): see shared_ledger().
+_SHARED: dict[tuple[int, str], tuple[Ledger, tuple[int, int] | None]] = {}
+
+
+def shared_ledger(spec: str | None = None, warn: t.Callable[[str], None] | None = None) -> Ledger:
+    """The ledger ``spec`` names, opened once in this process and kept open for every later caller in it.
+
+    Ansible runs all the items of a loop in one worker process, each with a new action plugin. A SQLite ledger
+    opened and closed per item pays, whenever no other process has it open, for SQLite's checkpoint on the last
+    close (an fsync) and for creating the write-ahead log again on the next write: about 1 ms per item, a third
+    of what Ansible spends on its cheapest task. A PostgreSQL ledger would pay a connection (and its password
+    exchange) per item. Kept open, each is paid once per process. A process that exits without closing it
+    (Ansible's workers end with os._exit) leaves the write-ahead log to the next one, as SQLite is designed to.
+
+    Never shared across processes: a forked child opens its own (connections must not cross a fork).
     A ledger file deleted or replaced since it was opened is opened again. Call ``discard_shared`` after a
     ``LedgerError``, so that the next caller starts afresh.
     """
-    resolved = os.path.abspath(os.path.expanduser(path or default_ledger_path()))
+    resolved = ledger_spec(spec if is_url(spec) else None, None if is_url(spec) else spec)
     key = (os.getpid(), resolved)
     entry = _SHARED.get(key)
     if entry is not None:
-        if _file_id(resolved) == entry[1]:
+        if is_url(resolved) or _file_id(resolved) == entry[1]:
             return entry[0]
         discard_shared(entry[0])
-    ledger = Ledger(resolved, warn=warn)
-    file_id = _file_id(resolved)
-    if file_id is not None:
+    ledger = open_ledger(resolved, warn=warn)
+    file_id = None if is_url(resolved) else _file_id(resolved)
+    if is_url(resolved) or file_id is not None:
         _SHARED[key] = (ledger, file_id)
     return ledger
 
 
 def discard_shared(ledger: Ledger) -> None:
     """Close ``ledger`` if it is this process's shared one, so that ``shared_ledger`` opens it again."""
-    key = (os.getpid(), ledger.path)
+    key = (os.getpid(), ledger.spec)
     entry = _SHARED.get(key)
     if entry is not None and entry[0] is ledger:
         del _SHARED[key]
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(Exception):
             ledger.close()
 
 
 @atexit.register
 def _close_shared() -> None:
     """An orderly exit closes this process's shared ledgers (never those a fork inherited from its parent)."""
-    for pid, path in list(_SHARED):
+    for pid, spec in list(_SHARED):
         if pid == os.getpid():
-            discard_shared(_SHARED[(pid, path)][0])
+            discard_shared(_SHARED[(pid, spec)][0])
 
 
 def _file_id(path: str) -> tuple[int, int] | None:
@@ -721,6 +968,32 @@ def _check_file_name(path: str) -> None:
         os.fsencode(path)
     except (UnicodeError, ValueError) as exc:
         raise LedgerError(f'the ledger path {path!r} is not a valid file name ({exc}); set ledger_path to another file') from None
+
+
+def _exported(row: t.Sequence[t.Any]) -> tuple[str, int | None, Record]:
+    endpoint, seq, alert_id, status, fingerprint, payload, updated, pending, hosts = row
+    return endpoint, seq, Record(alert_id, status, fingerprint, json.loads(payload), updated, bool(pending), tuple(json.loads(hosts)))
+
+
+def copy_ledger(
+    source: Ledger, target: Ledger, move: bool = False, endpoints: t.Mapping[str, str] | None = None,
+) -> tuple[int, int]:
+    """Copy what ``source`` holds into ``target`` (``adopt``); returns how many records and entries were taken in.
+
+    With ``move``, whatever is in ``target`` afterwards (taken in now, or known there as newer) is dropped from
+    ``source``. With ``endpoints``, only the endpoints it maps are copied, each to its new endpoint (a rotated key).
+    Safe to run twice: the second run takes nothing in.
+    """
+    records = entries = 0
+    for endpoint, seq, record in source.export():
+        if endpoints is not None and endpoint not in endpoints:
+            continue
+        if target.adopt(endpoints[endpoint] if endpoints is not None else endpoint, record):
+            entries += record.pending
+            records += not record.pending
+        if move:
+            source.forget(endpoint, record.alert_id, seq)
+    return records, entries
 
 
 def _dumps(value: t.Any) -> str:

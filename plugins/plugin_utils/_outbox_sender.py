@@ -20,6 +20,7 @@ end-of-file without the ``end`` line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -34,7 +35,7 @@ from ._alert import Alert
 from ._client import SendError, TemperstackClient
 from ._dispatch import OUTBOX_SEND_THREADS, send_outbox
 from ._endpoint import Endpoint
-from ._ledger import HOLD_LEASE_SECONDS, Ledger, LedgerError
+from ._ledger import HOLD_LEASE_SECONDS, Ledger, LedgerError, LedgerUnreachable, absorb_fallback, open_ledger
 
 # The directory that holds ``ansible_collections``: the delivery process imports this module from there.
 _COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *(['..'] * 5)))
@@ -75,10 +76,12 @@ class OutboxSender:
     order; after a failure no new delivery starts, so an OK never overtakes the Alarm it resolves.
     """
 
-    def __init__(self, client: TemperstackClient, ledger_path: str) -> None:
+    def __init__(self, client: TemperstackClient, ledger_spec: str, fallback: str = '') -> None:
         self._client = client
         self._endpoint = client.endpoint
-        self._ledger_path = ledger_path
+        self._ledger_spec = ledger_spec
+        # With a shared ledger: the controller's file that stands in for it while its server is unreachable.
+        self._fallback = fallback if fallback != ledger_spec else ''
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._closing = False
@@ -106,42 +109,67 @@ class OutboxSender:
             return FlushReport(list(self.sent), queued, list(self.errors), finished)
 
     def _wind_up(self, finished: bool) -> int:
-        """How many entries are left, on a fresh connection (the sender thread may still be using its own).
+        """How many entries are left, on fresh connections (the sender thread may still be using its own).
 
         A sender still hanging in a request gives up its claims first: the process exits without it, and the
         alerts it claimed would otherwise wait for the rest of their lease (minutes) before the next run could
-        deliver them.
+        deliver them. -1 if no ledger could be read.
         """
-        try:
-            with Ledger(self._ledger_path) as ledger:
-                if not finished and self._ledger is not None:
-                    ledger.release_claims_of(self._ledger)
-                return len(ledger.pending(self._endpoint.ledger_key))
-        except LedgerError:
-            return -1
+        left = None
+        for spec in filter(None, (self._ledger_spec, self._fallback)):
+            try:
+                with open_ledger(spec) as ledger:
+                    if not finished and self._ledger is not None and self._ledger.spec == spec:
+                        ledger.release_claims_of(self._ledger)
+                    left = (left or 0) + len(ledger.pending(self._endpoint.ledger_key))
+            except LedgerError:
+                continue
+        return -1 if left is None else left
 
     def _run(self) -> None:
         try:
-            ledger = Ledger(self._ledger_path)
+            self._ledger = self._open_ledger()
         except LedgerError as exc:
             self._fail(str(exc))
             return
-        self._ledger = ledger
-        with ledger:
+        try:
             while True:
                 self._wake.wait()
                 self._wake.clear()
                 if not self._blocked:
-                    self._drain(ledger)
+                    self._drain(self._ledger)
                 if self._closing and not self._wake.is_set():
                     return
+        finally:
+            self._ledger.close()
+
+    def _open_ledger(self) -> Ledger:
+        try:
+            return open_ledger(self._ledger_spec)
+        except LedgerUnreachable:
+            if not self._fallback:
+                raise
+            return open_ledger(self._fallback)
 
     def _drain(self, ledger: Ledger) -> None:
         try:
+            if self._fallback and ledger.spec != self._fallback:
+                self._absorb_fallback(ledger)
             send_outbox(ledger, self._client, on_sent=self._sent, on_dropped=self._fail, workers=OUTBOX_SEND_THREADS)
         except SendError as exc:
             self._blocked = True
             self._fail(exc.message)
+        except LedgerUnreachable as exc:
+            if not self._fallback or ledger.spec == self._fallback:
+                self._blocked = True
+                self._fail(str(exc))
+                return
+            # The shared ledger's server was lost mid-run: what the run queues from now on is in the fallback file.
+            self._fail(f'{exc}; alerts queued on this controller are delivered from {self._fallback}')
+            with contextlib.suppress(LedgerError):
+                self._ledger = open_ledger(self._fallback)
+                ledger.close()
+                self._drain(self._ledger)
         except LedgerError as exc:
             self._blocked = True
             self._fail(str(exc))
@@ -151,6 +179,14 @@ class OutboxSender:
             self._fail(
                 f'delivery failed unexpectedly ({type(exc).__name__}: {exc}); alerts stay queued for the next run'
             )
+
+    def _absorb_fallback(self, ledger: Ledger) -> None:
+        try:
+            absorb_fallback(ledger, self._fallback)
+        except LedgerUnreachable:
+            raise
+        except LedgerError as exc:
+            self._fail(f'what this controller kept while the shared ledger was unreachable stays where it is: {exc}')
 
     def _sent(self, alert: Alert) -> None:
         with self._lock:
@@ -167,7 +203,9 @@ class SenderProcess:
     The endpoint and its key travel over a pipe, never on a command line or in the environment.
     """
 
-    def __init__(self, client: TemperstackClient, ledger_path: str, flush_timeout: float, run_token: str = '') -> None:
+    def __init__(
+        self, client: TemperstackClient, ledger_spec: str, flush_timeout: float, run_token: str = '', fallback: str = '',
+    ) -> None:
         self._settings = {
             'url': client.endpoint.url,
             'secrets': list(client.endpoint.secrets),
@@ -175,7 +213,8 @@ class SenderProcess:
             'retries': client.retries,
             'validate_certs': client.validate_certs,
             'ca_path': os.path.abspath(client.ca_path) if client.ca_path else None,
-            'ledger_path': os.path.abspath(ledger_path),
+            'ledger_spec': ledger_spec,
+            'fallback': fallback,
             'flush_timeout': flush_timeout,
             'run_token': run_token,
         }
@@ -220,7 +259,8 @@ class SenderProcess:
 
     def _spawn(self) -> subprocess.Popen:
         env = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
-        env.update({name: value for name, value in os.environ.items() if name.startswith('LC_')})
+        # libpq's own settings (PGPASSWORD, PGPASSFILE, PGSSLROOTCERT, ...) reach a shared ledger from here too.
+        env.update({name: value for name, value in os.environ.items() if name.startswith(('LC_', 'PG'))})
         process = subprocess.Popen(
             [sys.executable, '-I', '-c', _BOOTSTRAP, _COLLECTIONS_ROOT, _ANSIBLE_ROOT],
             stdin=subprocess.PIPE,
@@ -263,9 +303,9 @@ def _serve(stdin: t.BinaryIO, stdout: t.TextIO) -> None:
         validate_certs=settings['validate_certs'],
         ca_path=settings['ca_path'],
     )
-    sender = OutboxSender(client, settings['ledger_path'])
+    sender = OutboxSender(client, settings['ledger_spec'], settings.get('fallback') or '')
     sender.start()
-    holds = _HoldKeeper(settings['ledger_path'], settings.get('run_token') or '')
+    holds = _HoldKeeper(settings['ledger_spec'], settings.get('run_token') or '')
     holds.start()
     ended = False
     for line in _lines_while_parent_lives(stdin):
@@ -309,8 +349,8 @@ def _lines_while_parent_lives(stdin: t.BinaryIO) -> t.Iterator[bytes]:
 class _HoldKeeper:
     """Renews the run's held failures a few times per lease while the run goes on."""
 
-    def __init__(self, ledger_path: str, run_token: str) -> None:
-        self._ledger_path = ledger_path
+    def __init__(self, ledger_spec: str, run_token: str) -> None:
+        self._ledger_spec = ledger_spec
         self._token = run_token
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name='temperstack-holds', daemon=True)
@@ -326,14 +366,14 @@ class _HoldKeeper:
         if release and self._token:
             # The run ended without settling what it held: from now on that is an ordinary outbox entry.
             try:
-                with Ledger(self._ledger_path) as ledger:
+                with open_ledger(self._ledger_spec) as ledger:
                     ledger.release_holds(self._token)
             except LedgerError:
                 pass  # the holds expire on their own, and the next run delivers them then
 
     def _run(self) -> None:
         try:
-            with Ledger(self._ledger_path) as ledger:
+            with open_ledger(self._ledger_spec) as ledger:
                 while not self._stopped.wait(HOLD_LEASE_SECONDS / 4):
                     ledger.renew_holds(self._token)
         except LedgerError:

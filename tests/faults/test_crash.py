@@ -88,7 +88,7 @@ def phase_of(stdout_path: str) -> str:
 
 
 def test_sigkill_at_random_points(harness, server, work_dir, figures):
-    from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger  # pylint: disable=import-outside-toplevel
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger  # pylint: disable=import-outside-toplevel
 
     directory = os.path.join(work_dir, 'crash')
     playbook = harness.write(directory, 'crash.yml', ''.join(PLAYS.format(index=index) for index in (1, 2, 3)))
@@ -145,7 +145,7 @@ def test_sigkill_at_random_points(harness, server, work_dir, figures):
                 if rows['integrity'] != [('ok',)]:
                     problems.append(f'trial {trial}: integrity check {rows["integrity"]}')
                 warnings = []
-                with Ledger(ledger, warn=warnings.append) as opened:
+                with SqliteLedger(ledger, warn=warnings.append) as opened:
                     opened.pending('0' * 64)
                 if warnings:
                     problems.append(f'trial {trial}: the ledger opened with {warnings}')

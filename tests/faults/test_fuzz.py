@@ -46,7 +46,7 @@ from ansible.plugins.loader import callback_loader
 from ansible_collections.temperstack.alerting.plugins.action import alert as alert_action
 from ansible_collections.temperstack.alerting.plugins.callback import playbook_alerts
 from ansible_collections.temperstack.alerting.plugins.plugin_utils import _client
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import FlushReport
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import NO_LOG_MESSAGE
 from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeDisplay, FakeResponse
@@ -320,7 +320,7 @@ class ContractSenderProcess:
 
     def flush(self) -> FlushReport:
         sent = []
-        with Ledger(self.ledger_path) as ledger:
+        with SqliteLedger(self.ledger_path) as ledger:
             for queued in ledger.pending(self.client.endpoint.ledger_key):
                 body = json.dumps(queued.alert.payload, ensure_ascii=False).encode('utf-8', 'surrogatepass')
                 errors = contract_violations('application/json', body)

@@ -133,7 +133,7 @@ def scale(args):
     result = {'records': args.records}
 
     # -- fill: every record through Ledger.record(), one transaction each, as the plugins write them
-    with Ledger(args.ledger) as ledger:
+    with SqliteLedger(args.ledger) as ledger:
         start = time.perf_counter()
         for number in range(args.records):
             # Every other alert is resolved: those are what pruning may forget once they are old.
@@ -159,7 +159,7 @@ def scale(args):
 
     # -- decision + record per alert, the module's path through dispatch(), with a client that answers at once
     first, repeat, change = [], [], []
-    with Ledger(args.ledger) as ledger:
+    with SqliteLedger(args.ledger) as ledger:
         client = _client(endpoint)
         base = args.records + 1000
         for number in range(base, base + args.samples):
@@ -182,7 +182,7 @@ def scale(args):
     result['writers'] = _run_writers(args, endpoint)
 
     # -- pruning: the daily check when it is not due, then a real prune of the aged half
-    with Ledger(args.ledger) as ledger:
+    with SqliteLedger(args.ledger) as ledger:
         not_due, _value = _timed(ledger.prune_if_due)
         records_before = _count(args.ledger)
         prune_seconds, forgotten = _timed(ledger.prune)
@@ -197,7 +197,7 @@ def scale(args):
 
 
 def _open_lookup_close(path, key, number):
-    with Ledger(path) as ledger:
+    with SqliteLedger(path) as ledger:
         ledger.prune_if_due()
         ledger.lookup(key, 'bench-disk-web%06d' % number)
 
@@ -232,7 +232,7 @@ def _run_writers(args, endpoint):
         reports.append(json.loads(out.decode('utf-8').strip().splitlines()[-1]))
 
     key = endpoint.ledger_key
-    with Ledger(args.ledger) as ledger:
+    with SqliteLedger(args.ledger) as ledger:
         missing = 0
         for writer in range(args.writers):
             for number in range(args.distinct):
@@ -289,7 +289,7 @@ def writer(args):
     if delay > 0:
         time.sleep(delay)
     started = time.perf_counter()
-    with Ledger(args.ledger) as ledger:
+    with SqliteLedger(args.ledger) as ledger:
         client = _client(endpoint)
         everyone_client = _client(endpoint, log=args.sends_log)
         for number in range(max(args.distinct, args.increments, args.queued)):

@@ -21,7 +21,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK, resolve_endpoint
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
-    Ledger,
+    SqliteLedger,
     LedgerError,
     discard_shared,
     shared_ledger,
@@ -78,7 +78,7 @@ def run_task(monkeypatch, opener, sleeps):
 
 
 def recorded(ledger_path, endpoint, alert_id):
-    with Ledger(ledger_path, read_only=True) as ledger:
+    with SqliteLedger(ledger_path, read_only=True) as ledger:
         return ledger.lookup(endpoint.ledger_key, alert_id)
 
 
@@ -526,13 +526,13 @@ def test_endpoint_options_from_module_defaults_style_args(run_task, task_args, o
 def connects(monkeypatch):
     """Counts the SQLite connections the ledger opens."""
     opened = []
-    connect = Ledger._connect  # pylint: disable=protected-access
+    connect = SqliteLedger._connect  # pylint: disable=protected-access
 
     def counting_connect(self):
         opened.append(self.path)
         return connect(self)
 
-    monkeypatch.setattr(Ledger, '_connect', counting_connect)
+    monkeypatch.setattr(SqliteLedger, '_connect', counting_connect)
     return opened
 
 
@@ -581,7 +581,7 @@ def test_a_send_the_ledger_cannot_record_is_reported_as_sent_with_a_warning(run_
     def full_disk(self, *args, **kwargs):
         raise _ledger.LedgerError(f'the ledger {self.path} failed: database or disk is full')
 
-    monkeypatch.setattr(_ledger.Ledger, 'record', full_disk)
+    monkeypatch.setattr(_ledger.SqliteLedger, 'record', full_disk)
     result = run_task(task_args)
 
     assert 'failed' not in result

@@ -27,7 +27,7 @@ from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.temperstack.alerting.plugins.callback import playbook_alerts
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import Alert
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger, open_ledger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import FlushReport
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import NO_LOG_MESSAGE
 from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeDisplay
@@ -45,6 +45,7 @@ DEFAULT_OPTIONS: dict[str, t.Any] = {
     'validate_certs': True,
     'ca_path': None,
     'ledger_path': None,  # set per test
+    'ledger_url': None,
     'scope': 'play',
     'alert_priority': 'Critical',
     'run_book_url': None,
@@ -89,9 +90,10 @@ class FakeSenderProcess:
 
     temperstack: Temperstack
 
-    def __init__(self, client, ledger_path, flush_timeout, run_token='') -> None:
+    def __init__(self, client, ledger_path, flush_timeout, run_token='', fallback='') -> None:
         self.client = client
         self.ledger_path = ledger_path
+        self.fallback = fallback
         self.flush_timeout = flush_timeout
         self.run_token = run_token
         self.notified = 0
@@ -104,7 +106,7 @@ class FakeSenderProcess:
     def flush(self) -> FlushReport:
         self.flushed += 1
         sent, errors = [], []
-        with Ledger(self.ledger_path) as ledger:
+        with open_ledger(self.ledger_path) as ledger:
             for queued in ledger.pending(self.client.endpoint.ledger_key):
                 if self.temperstack.down:
                     errors.append(f'{queued.alert.status} for {queued.alert.alert_id} was not delivered: HTTP 503')
@@ -116,13 +118,13 @@ class FakeSenderProcess:
         return FlushReport(sent, queued_count, errors, True)
 
 
-def held_alarms(ledger: Ledger, run: t.Any) -> int:
+def held_alarms(ledger: SqliteLedger, run: t.Any) -> int:
     """How many failures the run holds, counted by releasing them in a copy of its ledger."""
     copy = ledger.path + '.copy'
     with sqlite3.connect(ledger.path) as source, sqlite3.connect(copy) as target:
         source.backup(target)
     try:
-        with Ledger(copy) as copied:
+        with SqliteLedger(copy) as copied:
             return copied.release_holds(run.callback._run_token)
     finally:
         os.remove(copy)
@@ -232,7 +234,7 @@ class Run:
 
     def alarm_hosts(self, alert_id) -> tuple[str, ...]:
         """The hosts the ledger holds for ``alert_id``, as the next decision sees them."""
-        with Ledger(self.options['ledger_path']) as ledger:
+        with SqliteLedger(self.options['ledger_path']) as ledger:
             known = ledger.lookup(self.callback._endpoint_key, alert_id)
         return known.hosts if known else ()
 
@@ -397,7 +399,7 @@ def test_the_same_playbook_from_another_directory_is_the_same_alert(run, tempers
 def test_alarm_is_queued_when_its_play_ends_not_at_the_end_of_the_run(run, temperstack):
     r = run().playbook().play('One').failed('web1')
     process = temperstack.processes[0]
-    with Ledger(r.options['ledger_path']) as ledger:
+    with SqliteLedger(r.options['ledger_path']) as ledger:
         # The failure is durable at once, but held: nothing is deliverable while play One goes on.
         assert ledger.pending(r.callback._endpoint_key) == []
         assert held_alarms(ledger, r) == 1
@@ -406,7 +408,7 @@ def test_alarm_is_queued_when_its_play_ends_not_at_the_end_of_the_run(run, tempe
     assert r.display.warnings == []
     assert process.notified == woken + 1
     assert process.flushed == 0
-    with Ledger(r.options['ledger_path']) as ledger:
+    with SqliteLedger(r.options['ledger_path']) as ledger:
         pending = ledger.pending(r.callback._endpoint_key)
     assert [q.alert.status for q in pending] == ['Alarm']
     r.ok('web2').stats()
@@ -458,7 +460,7 @@ def test_a_failure_in_a_later_batch_blocks_the_ok(run, temperstack):
 def test_host_scope_raises_one_alarm_per_failed_host_at_the_end(run, temperstack):
     r = run(scope='host').playbook().play('Web').ok('web1').failed('web2')
     r.play('Db').failed('db1', msg='migration failed')
-    with Ledger(r.options['ledger_path']) as ledger:  # host units span plays: nothing deliverable before the end
+    with SqliteLedger(r.options['ledger_path']) as ledger:  # host units span plays: nothing deliverable before the end
         assert ledger.pending(r.callback._endpoint_key) == []
         assert held_alarms(ledger, r) == 2
     r.stats()
@@ -769,7 +771,7 @@ def test_a_play_that_matched_no_hosts_sends_no_ok(run, temperstack):
 def test_a_play_that_matched_no_hosts_sends_no_ok_even_for_an_alarm_that_names_no_host(run, temperstack):
     r = failing_run(run)
     alert_id = temperstack.received[0]['alert_id']
-    with Ledger(r.options['ledger_path']) as ledger:  # as kept before the ledger kept an Alarm's hosts
+    with SqliteLedger(r.options['ledger_path']) as ledger:  # as kept before the ledger kept an Alarm's hosts
         ledger.record(r.callback._endpoint_key, Alert(temperstack.received[0]), ())
     assert r.alarm_hosts(alert_id) == ()
     run().playbook().play().no_hosts_matched().stats()
@@ -805,7 +807,7 @@ def test_an_interrupted_run_sends_no_ok(run, temperstack):
     interrupted.play('Next play')  # even with the first play over, nothing resolves before the stats event
 
     assert temperstack.status_list == ['Alarm']
-    with Ledger(interrupted.options['ledger_path']) as ledger:
+    with SqliteLedger(interrupted.options['ledger_path']) as ledger:
         assert ledger.pending(interrupted.callback._endpoint_key) == []
     green_run(run)
     assert temperstack.status_list == ['Alarm', 'OK']
@@ -1091,7 +1093,7 @@ def test_an_interrupted_green_run_resolves_nothing(run, temperstack):
 def test_a_failure_is_held_with_the_hosts_of_the_open_alarm(run, temperstack):
     run().playbook().play().failed('web1').failed('web2').stats()
     r = run().playbook().play().failed('web1')
-    with Ledger(r.options['ledger_path']) as ledger:
+    with SqliteLedger(r.options['ledger_path']) as ledger:
         ledger.release_holds(r.callback._run_token)
         [held] = ledger.pending(r.callback._endpoint_key)
     assert held.hosts == ('web1', 'web2')

@@ -24,7 +24,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch imp
     is_news,
     is_withheld,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger, LedgerError
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def client(endpoint, opener, sleeps):
 
 @pytest.fixture
 def ledger(ledger_path):
-    with Ledger(ledger_path) as opened:
+    with SqliteLedger(ledger_path) as opened:
         yield opened
 
 
@@ -210,7 +210,7 @@ def test_is_withheld():
 @pytest.mark.parametrize('force', [False, True])
 def test_check_mode_on_a_missing_ledger_sends_and_writes_nothing(tmp_path, endpoint, client, opener, make_alert, force):
     path = tmp_path / 'state' / 'ledger.sqlite3'
-    with Ledger(str(path), read_only=True) as ledger:
+    with SqliteLedger(str(path), read_only=True) as ledger:
         outcome = dispatch(make_alert(), endpoint, ledger, client, force=force, check_mode=True)
     assert outcome._replace(alert=None) == Outcome(None, None, changed=True)
     assert opener.calls == []
@@ -334,7 +334,7 @@ def _deliver_in_process(index, ledger_path, options, sends, delay, start, sent, 
     from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
 
     endpoint = resolve_endpoint({'api_key': 'tsk-concurrency', 'org': 'acme'}, environ={})
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         start.wait()
         started[index] = time.monotonic()
         outcome = dispatch(build_alert(options), endpoint, ledger, SlowCountingClient(sends, delay))
@@ -346,7 +346,7 @@ def _deliver_in_process(index, ledger_path, options, sends, delay, start, sent, 
 
 def _run_deliveries(fork_context, ledger_path, options_list, delay):
     count = len(options_list)
-    Ledger(ledger_path).close()  # created before the fork, not held across it
+    SqliteLedger(ledger_path).close()  # created before the fork, not held across it
     sends = fork_context.Value('i', 0)
     start = fork_context.Barrier(count)
     sent = fork_context.Array('i', count)
@@ -542,7 +542,7 @@ def test_a_ledger_error_after_a_2xx_is_reported_as_sent_but_not_recorded(ledger,
 
 
 def test_concurrent_senders_deliver_each_chain_once_and_in_order(ledger_path, endpoint, make_alert):
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         for alert_id in ('a', 'b', 'c'):
             ledger.queue(endpoint.ledger_key, make_alert(alert_id=alert_id))
             ledger.queue(endpoint.ledger_key, make_alert(alert_id=alert_id, status='OK'))
@@ -551,7 +551,7 @@ def test_concurrent_senders_deliver_each_chain_once_and_in_order(ledger_path, en
 
     def sender() -> None:
         try:
-            with Ledger(ledger_path) as own:
+            with SqliteLedger(ledger_path) as own:
                 send_outbox(own, client)
         except BaseException as exc:  # pylint: disable=broad-exception-caught
             errors.append(exc)
@@ -564,7 +564,7 @@ def test_concurrent_senders_deliver_each_chain_once_and_in_order(ledger_path, en
     assert errors == []
     for alert_id in ('a', 'b', 'c'):
         assert [status for aid, status in client.sent if aid == alert_id] == ['Alarm', 'OK']
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         assert ledger.pending(endpoint.ledger_key) == []
 
 
@@ -580,7 +580,7 @@ def test_a_sender_leaves_an_alert_claimed_by_another_alone(ledger, endpoint, mak
 
 
 def test_a_sender_whose_claim_was_taken_over_stops_before_sending_again(ledger_path, endpoint, make_alert):
-    with Ledger(ledger_path) as ledger, Ledger(ledger_path) as rival:
+    with SqliteLedger(ledger_path) as ledger, SqliteLedger(ledger_path) as rival:
         ledger.queue(endpoint.ledger_key, make_alert(alert_id='a'))
         ledger.queue(endpoint.ledger_key, make_alert(alert_id='a', status='OK'))
 

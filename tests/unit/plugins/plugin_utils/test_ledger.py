@@ -18,7 +18,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint imp
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     DEFAULT_LEDGER_PATH,
     LEDGER_PATH_ENV,
-    Ledger,
+    SqliteLedger,
     LedgerError,
     Queued,
     Record,
@@ -55,7 +55,7 @@ def run_processes(context, target, args_list, timeout=60.0):
 
 @pytest.fixture
 def ledger(ledger_path):
-    with Ledger(ledger_path) as opened:
+    with SqliteLedger(ledger_path) as opened:
         yield opened
 
 
@@ -99,9 +99,9 @@ def test_records_are_per_endpoint_and_alert_id(ledger, make_alert):
 
 
 def test_records_persist_across_reopening(ledger_path, endpoint, make_alert):
-    with Ledger(ledger_path) as first:
+    with SqliteLedger(ledger_path) as first:
         first.record(endpoint.ledger_key, make_alert())
-    with Ledger(ledger_path) as second:
+    with SqliteLedger(ledger_path) as second:
         assert second.lookup(endpoint.ledger_key, make_alert().alert_id).payload == make_alert().payload
 
 
@@ -217,22 +217,22 @@ def test_default_ledger_path():
 
 
 def test_default_ledger_under_home(isolated_environment):
-    with Ledger() as ledger:
+    with SqliteLedger() as ledger:
         assert ledger.path == str(isolated_environment / '.ansible' / 'temperstack' / 'ledger.sqlite3')
     assert os.path.isfile(ledger.path)
 
 
 def test_ledger_path_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(LEDGER_PATH_ENV, str(tmp_path / 'from-env.sqlite3'))
-    with Ledger() as ledger:
+    with SqliteLedger() as ledger:
         assert ledger.path == str(tmp_path / 'from-env.sqlite3')
 
 
 def test_tilde_and_relative_paths_are_resolved(isolated_environment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with Ledger('~/custom/ledger.sqlite3', read_only=True) as ledger:
+    with SqliteLedger('~/custom/ledger.sqlite3', read_only=True) as ledger:
         assert ledger.path == str(isolated_environment / 'custom' / 'ledger.sqlite3')
-    with Ledger('relative.sqlite3', read_only=True) as ledger:
+    with SqliteLedger('relative.sqlite3', read_only=True) as ledger:
         assert ledger.path == str(tmp_path / 'relative.sqlite3')
 
 
@@ -251,7 +251,7 @@ def umask(request):
 def test_new_ledger_is_private_under_any_umask(umask, tmp_path, endpoint, make_alert):
     directory = tmp_path / 'outer' / 'inner'
     path = directory / 'ledger.sqlite3'
-    with Ledger(str(path)) as ledger:
+    with SqliteLedger(str(path)) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
         ledger.queue(endpoint.ledger_key, make_alert(status='OK'))
         files = sorted(os.listdir(directory))
@@ -268,17 +268,17 @@ def test_existing_directory_is_left_alone(umask, tmp_path):
     directory = tmp_path / 'shared'
     directory.mkdir()
     os.chmod(directory, 0o755)
-    with Ledger(str(directory / 'ledger.sqlite3')):
+    with SqliteLedger(str(directory / 'ledger.sqlite3')):
         pass
     assert mode_of(directory) == 0o755
     assert mode_of(directory / 'ledger.sqlite3') == 0o600
 
 
 def test_existing_ledger_with_loose_mode_is_made_private(ledger_path, endpoint, make_alert):
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
     os.chmod(ledger_path, 0o644)
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id) is not None
     assert mode_of(ledger_path) == 0o600
 
@@ -286,7 +286,7 @@ def test_existing_ledger_with_loose_mode_is_made_private(ledger_path, endpoint, 
 def test_uncreatable_directory_is_a_ledger_error(tmp_path):
     (tmp_path / 'a-file').write_text('not a directory')
     with pytest.raises(LedgerError, match='cannot create the ledger directory'):
-        Ledger(str(tmp_path / 'a-file' / 'sub' / 'ledger.sqlite3'))
+        SqliteLedger(str(tmp_path / 'a-file' / 'sub' / 'ledger.sqlite3'))
 
 
 # -- the key never touches disk -------------------------------------------------------------------
@@ -296,7 +296,7 @@ def test_key_never_written(ledger_path, endpoint, api_key, make_alert):
     key = endpoint.ledger_key
     secrets = [api_key, quote(api_key, safe=''), endpoint.url]
     directory = os.path.dirname(ledger_path)
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.record(key, make_alert(), hosts=['web01'])
         ledger.queue(key, make_alert(status='OK'))
         with ledger.claim(key, make_alert().alert_id, lease=5):
@@ -325,7 +325,7 @@ def test_corrupt_ledger_moved_aside_with_warning(ledger_path, endpoint, make_ale
         handle.write(garbage)
     warnings = []
 
-    with Ledger(ledger_path, warn=warnings.append) as ledger:
+    with SqliteLedger(ledger_path, warn=warnings.append) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'Alarm'
 
@@ -339,7 +339,7 @@ def test_corrupt_ledger_moved_aside_with_warning(ledger_path, endpoint, make_ale
     with open(os.path.join(directory, aside), 'rb') as handle:
         assert handle.read() == garbage
     assert mode_of(ledger_path) == 0o600
-    with Ledger(ledger_path, warn=warnings.append) as reopened:
+    with SqliteLedger(ledger_path, warn=warnings.append) as reopened:
         assert reopened.lookup(endpoint.ledger_key, make_alert().alert_id) is not None
     assert len(warnings) == 1
 
@@ -348,7 +348,7 @@ def test_a_directory_at_the_ledger_path_is_refused_not_moved_aside(ledger_path):
     os.makedirs(os.path.join(ledger_path, 'someone-elses-files'))
 
     with pytest.raises(LedgerError, match='is a directory'):
-        Ledger(ledger_path)
+        SqliteLedger(ledger_path)
     assert os.listdir(ledger_path) == ['someone-elses-files']
     assert [name for name in os.listdir(os.path.dirname(ledger_path)) if '.corrupt-' in name] == []
 
@@ -357,7 +357,7 @@ def test_corrupt_ledger_without_warn_callback(ledger_path):
     os.makedirs(os.path.dirname(ledger_path))
     with open(ledger_path, 'wb') as handle:
         handle.write(b'\x01' * 4096)
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         assert ledger.pending('anything') == []
 
 
@@ -365,7 +365,7 @@ def test_empty_file_is_a_new_ledger(ledger_path, endpoint, make_alert):
     os.makedirs(os.path.dirname(ledger_path))
     open(ledger_path, 'wb').close()
     warnings = []
-    with Ledger(ledger_path, warn=warnings.append) as ledger:
+    with SqliteLedger(ledger_path, warn=warnings.append) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
     assert warnings == []
 
@@ -377,7 +377,7 @@ def test_ledger_of_a_newer_collection_is_refused_not_replaced(ledger_path):
     conn.close()
     warnings = []
     with pytest.raises(LedgerError, match=r'newer temperstack.alerting \(schema 99\)'):
-        Ledger(ledger_path, warn=warnings.append)
+        SqliteLedger(ledger_path, warn=warnings.append)
     assert warnings == []
     assert os.listdir(os.path.dirname(ledger_path)) == ['ledger.sqlite3']
 
@@ -385,7 +385,7 @@ def test_ledger_of_a_newer_collection_is_refused_not_replaced(ledger_path):
 def test_missing_ledger_read_only_writes_nothing(tmp_path, endpoint, make_alert):
     before = sorted(os.listdir(tmp_path))
     path = tmp_path / 'state' / 'ledger.sqlite3'
-    with Ledger(str(path), read_only=True) as ledger:
+    with SqliteLedger(str(path), read_only=True) as ledger:
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id) is None
         assert ledger.pending(endpoint.ledger_key) == []
         ledger.record(endpoint.ledger_key, make_alert())
@@ -396,9 +396,9 @@ def test_missing_ledger_read_only_writes_nothing(tmp_path, endpoint, make_alert)
 
 
 def test_existing_ledger_read_only_is_read(ledger_path, endpoint, make_alert):
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
-    with Ledger(ledger_path, read_only=True) as ledger:
+    with SqliteLedger(ledger_path, read_only=True) as ledger:
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'Alarm'
 
 
@@ -415,7 +415,7 @@ def test_claim_yields_the_claim_of_that_alert(ledger, endpoint, make_alert):
 
 def test_claim_released_on_exit_and_on_error(ledger_path, endpoint):
     key = endpoint.ledger_key
-    with Ledger(ledger_path) as first, Ledger(ledger_path) as second:
+    with SqliteLedger(ledger_path) as first, SqliteLedger(ledger_path) as second:
         with first.claim(key, 'a', lease=30):
             pass
         with pytest.raises(RuntimeError):
@@ -428,7 +428,7 @@ def test_claim_released_on_exit_and_on_error(ledger_path, endpoint):
 
 
 def test_claims_on_distinct_alerts_do_not_wait(ledger_path, endpoint):
-    with Ledger(ledger_path) as first, Ledger(ledger_path) as second:
+    with SqliteLedger(ledger_path) as first, SqliteLedger(ledger_path) as second:
         with first.claim(endpoint.ledger_key, 'a', lease=30):
             started = time.monotonic()
             with second.claim(endpoint.ledger_key, 'b', lease=30):
@@ -437,7 +437,7 @@ def test_claims_on_distinct_alerts_do_not_wait(ledger_path, endpoint):
 
 
 def test_claim_waits_for_an_expired_lease(ledger_path, endpoint):
-    with Ledger(ledger_path) as first, Ledger(ledger_path) as second:
+    with SqliteLedger(ledger_path) as first, SqliteLedger(ledger_path) as second:
         abandoned = first.claim(endpoint.ledger_key, 'a', lease=0.3)
         abandoned.__enter__()  # never left: its holder "hangs"
         started = time.monotonic()
@@ -447,7 +447,7 @@ def test_claim_waits_for_an_expired_lease(ledger_path, endpoint):
 
 
 def _claim_and_die(path, key, alert_id, lease, claimed_at):
-    ledger = Ledger(path)
+    ledger = SqliteLedger(path)
     holder = ledger.claim(key, alert_id, lease=lease)
     holder.__enter__()  # keep a reference: a collected context manager would release the claim
     claimed_at.value = time.time()
@@ -459,7 +459,7 @@ def test_claim_of_a_dead_holder_is_taken_over(fork_context, ledger_path, endpoin
     run_processes(fork_context, _claim_and_die, [(ledger_path, endpoint.ledger_key, 'a', 0.5, claimed_at)])
     assert claimed_at.value > 0
 
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         with ledger.claim(endpoint.ledger_key, 'a', lease=30):
             taken_over = time.time()
     # Its holder is gone from this controller: taken over at once, not after the 0.5 s lease.
@@ -467,7 +467,7 @@ def test_claim_of_a_dead_holder_is_taken_over(fork_context, ledger_path, endpoin
 
 
 def _claim_repeatedly(path, key, alert_id, rounds, start, holders, most_holders, counter_path):
-    with Ledger(path) as ledger:
+    with SqliteLedger(path) as ledger:
         start.wait()
         for _round in range(rounds):
             with ledger.claim(key, alert_id, lease=30):
@@ -486,7 +486,7 @@ def _claim_repeatedly(path, key, alert_id, rounds, start, holders, most_holders,
 
 def test_racing_processes_hold_a_claim_one_at_a_time(fork_context, ledger_path, endpoint, tmp_path):
     processes, rounds = 4, 5
-    Ledger(ledger_path).close()
+    SqliteLedger(ledger_path).close()
     counter_path = tmp_path / 'counter'
     counter_path.write_text('0')
     start = fork_context.Barrier(processes)
@@ -506,7 +506,7 @@ def _write_many(path, key, worker, count, start, make_payload):
     from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
 
     start.wait()
-    with Ledger(path) as ledger:  # every worker also races to create the ledger
+    with SqliteLedger(path) as ledger:  # every worker also races to create the ledger
         for number in range(count):
             alert = build_alert(make_payload(worker, number))
             if number % 5 == 4:
@@ -521,7 +521,7 @@ def _payload(worker, number):
 
 def _open_at_once(path, start):
     start.wait()
-    Ledger(path).close()
+    SqliteLedger(path).close()
 
 
 def test_processes_creating_the_ledger_at_once_all_open_it(fork_context, tmp_path):
@@ -540,7 +540,7 @@ def test_concurrent_writers_lose_no_updates(fork_context, ledger_path, endpoint)
         fork_context, _write_many, [(ledger_path, endpoint.ledger_key, worker, count, start, _payload) for worker in range(workers)]
     )
 
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         for worker in range(workers):
             for number in range(count):
                 record = ledger.lookup(endpoint.ledger_key, f'w{worker}-n{number}')
@@ -556,7 +556,7 @@ def test_concurrent_writers_lose_no_updates(fork_context, ledger_path, endpoint)
 
 
 def test_open_does_not_read_the_whole_ledger(ledger_path, endpoint, make_alert, monkeypatch):
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
     statements = []
     connect = sqlite3.connect
@@ -567,7 +567,7 @@ def test_open_does_not_read_the_whole_ledger(ledger_path, endpoint, make_alert, 
         return conn
 
     monkeypatch.setattr(_ledger.sqlite3, 'connect', traced_connect)
-    Ledger(ledger_path).close()
+    SqliteLedger(ledger_path).close()
     assert statements
     # count(*) reads every page of the table: milliseconds per module task on a ledger of 100,000 alerts.
     assert not [statement for statement in statements if 'count(' in statement.lower()]
@@ -640,13 +640,13 @@ def test_a_path_no_file_can_have_is_a_ledger_error(tmp_path, name):
     # Found by the fault suite (tests/faults): ledger_path with a NUL or an unencodable character raised
     # ValueError/UnicodeEncodeError from deep inside os and sqlite3, which a task shows as a traceback.
     with pytest.raises(LedgerError, match='is not a valid file name.*set ledger_path to another file'):
-        Ledger(str(tmp_path / 'state' / name))
+        SqliteLedger(str(tmp_path / 'state' / name))
     assert not (tmp_path / 'state').exists()
 
 
 def test_undecodable_bytes_in_a_path_are_fine(tmp_path):
     # Surrogate escapes stand for bytes the file system takes as they are.
-    with Ledger(str(tmp_path / 'led\udcffger.sqlite3')) as ledger:
+    with SqliteLedger(str(tmp_path / 'led\udcffger.sqlite3')) as ledger:
         assert ledger.pending('e' * 64) == []
 
 
@@ -654,7 +654,7 @@ def test_host_names_with_undecodable_bytes_are_stored(ledger_path, make_alert):
     # Found by the fault suite (tests/faults): a host named with a lone surrogate made SQLite refuse the outbox
     # entry (UnicodeEncodeError), and the callback lost the Alarm with "Callback dispatch ... failed".
     endpoint_key = 'e' * 64
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.queue(endpoint_key, make_alert(), hosts=('web\ud800', 'db\udcff'))
         [queued] = ledger.pending(endpoint_key)
         ledger.delivered(endpoint_key, queued)
@@ -668,7 +668,7 @@ def test_host_names_with_undecodable_bytes_are_stored(ledger_path, make_alert):
 
 def test_a_write_under_a_claim_taken_over_is_refused(ledger_path, endpoint, make_alert):
     key, alert = endpoint.ledger_key, make_alert()
-    with Ledger(ledger_path) as slow, Ledger(ledger_path) as other:
+    with SqliteLedger(ledger_path) as slow, SqliteLedger(ledger_path) as other:
         slow.queue(key, alert)
         [queued] = slow.pending(key)
         stale = slow.try_claim(key, alert.alert_id, lease=0.05)
@@ -730,9 +730,9 @@ def test_pending_of_one_alert(ledger, endpoint, make_alert):
 
 def test_a_held_failure_is_durable_but_not_sent_nor_the_state_until_released(ledger_path, endpoint, make_alert):
     key, alert = endpoint.ledger_key, make_alert()
-    with Ledger(ledger_path) as run:
+    with SqliteLedger(ledger_path) as run:
         run.hold(key, alert, ['web1'], token='run-1', owner='controller:1')
-    with Ledger(ledger_path) as other:
+    with SqliteLedger(ledger_path) as other:
         assert other.pending(key) == []
         assert other.lookup(key, alert.alert_id) is None
         assert other.release_holds('run-1') == 1
@@ -807,9 +807,9 @@ def test_a_schema_1_ledger_is_upgraded_and_keeps_what_it_holds(ledger_path, endp
     conn.commit()
     conn.close()
     os.chmod(ledger_path, 0o600)
-    with Ledger(ledger_path, read_only=True) as check_mode:
+    with SqliteLedger(ledger_path, read_only=True) as check_mode:
         assert [q.alert.payload for q in check_mode.pending(endpoint.ledger_key)] == [alert.payload]
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         assert [q.hosts for q in ledger.pending(endpoint.ledger_key)] == [('web1',)]
         ledger.hold(endpoint.ledger_key, make_alert(alert_id='new'), ['web2'], token='t', owner='c:1')
     assert sqlite3.connect(ledger_path).execute('PRAGMA user_version').fetchone()[0] == _ledger.SCHEMA_VERSION
@@ -825,7 +825,7 @@ def test_a_schema_1_ledger_is_upgraded_and_keeps_what_it_holds(ledger_path, endp
     sqlite3.OperationalError('unable to open database file'),
 ])
 def test_errors_other_than_corruption_leave_the_ledger_where_it_is(ledger_path, endpoint, make_alert, monkeypatch, error):
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
     before = files_in(os.path.dirname(ledger_path))
 
@@ -835,16 +835,16 @@ def test_errors_other_than_corruption_leave_the_ledger_where_it_is(ledger_path, 
     monkeypatch.setattr(_ledger, '_use_wal', failing_wal)
     warnings: list[str] = []
     with pytest.raises(LedgerError, match=f'^the ledger {ledger_path} cannot be used: {error}$'):
-        Ledger(ledger_path, warn=warnings.append)
+        SqliteLedger(ledger_path, warn=warnings.append)
     assert warnings == []
     assert sorted(files_in(os.path.dirname(ledger_path))) == sorted(before)
     monkeypatch.undo()
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'Alarm'
 
 
 def test_a_read_only_ledger_file_is_an_error_not_moved_aside(ledger_path, endpoint, make_alert):
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
     directory = os.path.dirname(ledger_path)
     for name in os.listdir(directory):
@@ -856,7 +856,7 @@ def test_a_read_only_ledger_file_is_an_error_not_moved_aside(ledger_path, endpoi
         if os.geteuid() == 0:
             pytest.skip('root writes to read-only files and directories')
         with pytest.raises(LedgerError, match='cannot be used'):
-            Ledger(ledger_path)
+            SqliteLedger(ledger_path)
         assert os.listdir(directory) == ['ledger.sqlite3']
     finally:
         os.chmod(directory, 0o700)
@@ -867,14 +867,14 @@ def test_a_read_only_ledger_file_is_an_error_not_moved_aside(ledger_path, endpoi
 
 
 def test_read_only_changes_nothing_on_disk(ledger_path, endpoint, make_alert):
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
         ledger.queue(endpoint.ledger_key, make_alert(status='OK'))
     os.chmod(ledger_path, 0o644)  # loose: a read-write open would make it 0600
     with open(ledger_path, 'rb') as stream:
         content = stream.read()
     mtime = os.stat(ledger_path).st_mtime_ns
-    with Ledger(ledger_path, read_only=True) as ledger:
+    with SqliteLedger(ledger_path, read_only=True) as ledger:
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id).status == 'OK'
         assert len(ledger.pending(endpoint.ledger_key)) == 1
         with pytest.raises(LedgerError, match='readonly'):
@@ -891,7 +891,7 @@ def test_read_only_never_moves_a_corrupt_ledger_aside(ledger_path):
         stream.write(b'not a ledger at all' * 300)
     os.chmod(ledger_path, 0o600)
     with pytest.raises(LedgerError, match='cannot be read: file is not a database'):
-        Ledger(ledger_path, read_only=True).lookup('e', 'a')
+        SqliteLedger(ledger_path, read_only=True).lookup('e', 'a')
     assert os.listdir(os.path.dirname(ledger_path)) == ['ledger.sqlite3']
 
 
@@ -909,18 +909,18 @@ def _give_away(path: str) -> int:
 
 @pytest.mark.parametrize('read_only', [False, True])
 def test_a_ledger_owned_by_another_user_is_refused(ledger_path, endpoint, make_alert, read_only):
-    with Ledger(ledger_path) as ledger:
+    with SqliteLedger(ledger_path) as ledger:
         ledger.record(endpoint.ledger_key, make_alert())
     other = _give_away(ledger_path)
     with pytest.raises(LedgerError) as raised:
-        Ledger(ledger_path, read_only=read_only)
+        SqliteLedger(ledger_path, read_only=read_only)
     message = str(raised.value)
     assert f'belongs to another user (uid {other}, you are uid {os.geteuid()})' in message
     assert 'set ledger_path' in message and f'chown {os.geteuid()} {ledger_path}' in message
 
 
 def test_a_ledger_that_cannot_be_made_private_is_refused(ledger_path, monkeypatch):
-    Ledger(ledger_path).close()
+    SqliteLedger(ledger_path).close()
     os.chmod(ledger_path, 0o666)
 
     def refuse(path, mode):
@@ -929,7 +929,7 @@ def test_a_ledger_that_cannot_be_made_private_is_refused(ledger_path, monkeypatc
     monkeypatch.setattr(_ledger.os, 'chmod', refuse)
     with pytest.raises(LedgerError, match=r'can be read by others \(mode 0666\) and cannot be made private: '
                                           r'Operation not permitted; run chmod 600 '):
-        Ledger(ledger_path)
+        SqliteLedger(ledger_path)
 
 
 def test_a_claim_held_by_a_killed_process_not_yet_reaped_is_taken_over(ledger, endpoint, monkeypatch):

@@ -17,7 +17,7 @@ import pytest
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import SendError, TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import (
     SenderProcess,
     FlushReport,
@@ -58,7 +58,7 @@ class FakeClient:
 
 @pytest.fixture
 def ledger(ledger_path):
-    with Ledger(ledger_path) as opened:
+    with SqliteLedger(ledger_path) as opened:
         yield opened
 
 

@@ -1,0 +1,457 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module is for internal use by the temperstack.alerting collection only.
+# Its interface can change at any time, even in patch releases.
+
+"""The ledger a fleet shares: the same contract as the SQLite ledger, kept in PostgreSQL.
+
+Only ``open_ledger`` imports this module, and only for a ``postgresql://`` spec, so psycopg is needed by
+those who set ``ledger_url`` and by no one else.
+
+Times that decide who may send (claim leases, held failures) are the server's clock, never a controller's:
+controllers of one fleet need not agree on the time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import typing as t
+
+from ._alert import Alert
+from ._ledger import (
+    HOLD_LEASE_SECONDS,
+    PRUNE_INTERVAL_SECONDS,
+    RETENTION_SECONDS,
+    Claim,
+    Ledger,
+    LedgerError,
+    LedgerUnreachable,
+    LeaseLost,
+    Queued,
+    Record,
+    _dumps,
+    _exported,
+    _is_gone,
+    mask_url,
+    this_process,
+)
+
+try:
+    import psycopg
+    from psycopg import conninfo as _conninfo
+except ImportError as _import_error:  # pragma: no cover - depends on the controller
+    psycopg = None  # pylint: disable=invalid-name
+    PSYCOPG_IMPORT_ERROR: ImportError | None = _import_error
+else:
+    PSYCOPG_IMPORT_ERROR = None
+
+SCHEMA = 'temperstack'
+SCHEMA_VERSION = 1
+# Bounded waits: a controller never hangs on the ledger for longer than these, whatever the server does.
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_MS = 10_000
+LOCK_TIMEOUT_MS = 5_000
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+# Any fixed number: the key of the advisory lock under which the schema is created or upgraded.
+_SCHEMA_LOCK = 0x7E3B5A11
+_NOW = 'extract(epoch from clock_timestamp())'
+_DELIVERABLE = f'(hold_until IS NULL OR hold_until <= {_NOW})'
+
+# The whole schema, as a DBA can run it ahead of time (docs/fleet.md): then job credentials need no DDL rights.
+SCHEMA_SQL = f"""
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.alerts (
+    endpoint text NOT NULL,
+    alert_id text NOT NULL,
+    status text NOT NULL,
+    fingerprint text NOT NULL,
+    payload text NOT NULL,
+    hosts text NOT NULL DEFAULT '[]',
+    updated double precision NOT NULL,
+    PRIMARY KEY (endpoint, alert_id)
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.claims (
+    endpoint text NOT NULL,
+    alert_id text NOT NULL,
+    token text NOT NULL,
+    expires double precision NOT NULL,
+    holder text NOT NULL DEFAULT '',
+    PRIMARY KEY (endpoint, alert_id)
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.outbox (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint text NOT NULL,
+    alert_id text NOT NULL,
+    status text NOT NULL,
+    fingerprint text NOT NULL,
+    payload text NOT NULL,
+    hosts text NOT NULL DEFAULT '[]',
+    queued double precision NOT NULL,
+    hold_token text,
+    hold_owner text,
+    hold_until double precision
+);
+CREATE INDEX IF NOT EXISTS outbox_by_alert ON {SCHEMA}.outbox (endpoint, alert_id, seq);
+CREATE INDEX IF NOT EXISTS outbox_by_hold ON {SCHEMA}.outbox (hold_token) WHERE hold_token IS NOT NULL;
+INSERT INTO {SCHEMA}.meta (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (name) DO NOTHING;
+"""
+
+INSTALL_HINT = (
+    "ledger_url needs the Python package psycopg (version 3) on the controller, or in the execution environment: "
+    "pip install 'psycopg[binary]' (or psycopg, with the system's libpq)"
+)
+
+
+class PostgresLedger(Ledger):
+    """The ledger in a PostgreSQL database, in a schema of its own (``temperstack``).
+
+    One connection per process, in autocommit mode: every write is one short transaction, and no transaction
+    is held across a call to Temperstack. Each alert's outbox entries are written under a transaction-scoped
+    advisory lock on that alert, so that their sequence numbers (which PostgreSQL hands out at insert, not at
+    commit) are in the order their transactions commit, and a sender never sees a later entry before an earlier
+    one of the same alert. A connection the server dropped (a restart) is opened again, once, transparently.
+    """
+
+    def __init__(self, url: str, warn: t.Callable[[str], None] | None = None, read_only: bool = False) -> None:
+        super().__init__(warn)
+        self.spec = url
+        self.location = mask_url(url)
+        self._read_only = read_only
+        # A missing schema read in check mode: the ledger is empty, and nothing is created.
+        self._absent = False
+        if psycopg is None:
+            raise LedgerError(INSTALL_HINT)
+        self._conninfo = self._make_conninfo(url)
+        self._conn = self._connect()
+
+    # -- connecting --------------------------------------------------------------------------------
+
+    def _make_conninfo(self, url: str) -> str:
+        try:
+            given = _conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise LedgerError(f'ledger_url {self.location} is not a valid PostgreSQL connection URI: {exc}') from None
+        settings = {
+            'connect_timeout': str(CONNECT_TIMEOUT_SECONDS),
+            'application_name': 'temperstack.alerting',
+            # A server that vanished without closing the connection is noticed in seconds, not hours.
+            'keepalives': '1',
+            'keepalives_idle': '10',
+            'keepalives_interval': '5',
+            'keepalives_count': '3',
+        }
+        settings.update({name: str(value) for name, value in given.items() if value is not None})
+        options = [
+            f'-c statement_timeout={STATEMENT_TIMEOUT_MS}',
+            f'-c lock_timeout={LOCK_TIMEOUT_MS}',
+            f'-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}',
+        ]
+        if self._read_only:
+            options.append('-c default_transaction_read_only=on')
+        settings['options'] = ' '.join(filter(None, [settings.get('options', ''), *options]))
+        return _conninfo.make_conninfo('', **settings)
+
+    def _connect(self) -> t.Any:
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise LedgerUnreachable(f'the ledger at {self.location} is unreachable: {self._describe(exc)}') from None
+        except psycopg.Error as exc:
+            raise LedgerError(f'the ledger at {self.location} cannot be used: {self._describe(exc)}') from None
+        try:
+            self._check_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_schema(self, conn: t.Any) -> None:
+        version = self._schema_version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        if version is not None and version > SCHEMA_VERSION:
+            raise LedgerError(
+                f'the ledger at {self.location} was written by a newer temperstack.alerting (schema {SCHEMA}, '
+                f'version {version}); upgrade the collection on every controller that shares it'
+            )
+        if self._read_only:
+            self._absent = version is None
+            return
+        try:
+            with conn.transaction():
+                conn.execute('SELECT pg_advisory_xact_lock(%s)', (_SCHEMA_LOCK,))
+                conn.execute(SCHEMA_SQL)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise LedgerError(
+                f'the ledger at {self.location} has no schema {SCHEMA} yet, and this role may not create it '
+                f'({self._describe(exc)}); have a database owner create it (docs/fleet.md) or grant CREATE on the database'
+            ) from None
+        except psycopg.Error as exc:
+            raise LedgerError(f'cannot create the schema {SCHEMA} in the ledger at {self.location}: {self._describe(exc)}') from None
+
+    def _schema_version(self, conn: t.Any) -> int | None:
+        try:
+            row = conn.execute(f"SELECT value FROM {SCHEMA}.meta WHERE name = 'schema_version'").fetchone()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            return None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise LedgerError(
+                f'the ledger at {self.location} may not be read by this role ({self._describe(exc)}); '
+                'grant it the privileges docs/fleet.md lists'
+            ) from None
+        except psycopg.Error as exc:
+            raise LedgerError(f'the ledger at {self.location} cannot be used: {self._describe(exc)}') from None
+        return int(row[0]) if row else None
+
+    def _describe(self, exc: BaseException) -> str:
+        # libpq's messages name host and port, never the password; masked anyway, in case a URL is quoted back.
+        text = ' '.join(str(exc).split()) or type(exc).__name__
+        return text.replace(self.spec, self.location)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _guard(self, operation: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        try:
+            return operation(*args)
+        except LedgerError:
+            raise
+        except psycopg.Error as exc:
+            if not self._conn.broken and not self._conn.closed:
+                raise self._failure(exc) from None
+        # The server dropped the connection (a restart, a failover): one new connection, one more try.
+        self._conn.close()
+        self._conn = self._connect()
+        try:
+            return operation(*args)
+        except psycopg.Error as exc:
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: BaseException) -> LedgerError:
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return LedgerError(f'the ledger at {self.location} did not answer in time: {self._describe(exc)}')
+        if isinstance(exc, psycopg.OperationalError) and (self._conn.broken or self._conn.closed):
+            return LedgerUnreachable(f'the ledger at {self.location} is unreachable: {self._describe(exc)}')
+        return LedgerError(f'the ledger at {self.location} failed: {self._describe(exc)}')
+
+    def _lock_alert(self, endpoint: str, alert_id: str) -> None:
+        self._conn.execute('SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', (f'{endpoint}/{alert_id}',))
+
+    # -- the contract --------------------------------------------------------------------------------
+
+    def _lookup(self, endpoint: str, alert_id: str) -> Record | None:
+        if self._absent:
+            return None
+        row = self._conn.execute(
+            f'SELECT status, fingerprint, payload, queued, hosts, true FROM {SCHEMA}.outbox '
+            f'WHERE endpoint = %s AND alert_id = %s AND {_DELIVERABLE} ORDER BY seq DESC LIMIT 1',
+            (endpoint, alert_id),
+        ).fetchone()
+        if row is None:
+            row = self._conn.execute(
+                f'SELECT status, fingerprint, payload, updated, hosts, false FROM {SCHEMA}.alerts '
+                'WHERE endpoint = %s AND alert_id = %s',
+                (endpoint, alert_id),
+            ).fetchone()
+        if row is None:
+            return None
+        return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], row[5], tuple(json.loads(row[4])))
+
+    def _try_claim(self, claim: Claim) -> bool:
+        taken = self._take_claim(claim, '')
+        if taken:
+            return True
+        row = self._conn.execute(
+            f'SELECT holder FROM {SCHEMA}.claims WHERE endpoint = %s AND alert_id = %s', (claim.endpoint, claim.alert_id)
+        ).fetchone()
+        # A holder on this controller that no longer exists (killed mid-send) need not be waited for.
+        return row is not None and _is_gone(row[0]) and self._take_claim(claim, row[0])
+
+    def _take_claim(self, claim: Claim, gone_holder: str) -> bool:
+        # One statement: a free, expired or dead holder's claim is taken; a live one is left alone. Retrying with
+        # this claim's own token (after a reconnect) finds it already taken by this claim.
+        row = self._conn.execute(
+            f'INSERT INTO {SCHEMA}.claims AS c (endpoint, alert_id, token, expires, holder) '
+            f'VALUES (%s, %s, %s, {_NOW} + %s, %s) '
+            'ON CONFLICT (endpoint, alert_id) DO UPDATE SET token = excluded.token, expires = excluded.expires, '
+            f'holder = excluded.holder WHERE c.token = excluded.token OR c.expires <= {_NOW} '
+            "OR (c.holder = %s AND c.holder <> '') RETURNING token",
+            (claim.endpoint, claim.alert_id, claim.token, claim.lease, this_process(), gone_holder),
+        ).fetchone()
+        return row is not None
+
+    def _release(self, claim: Claim) -> None:
+        self._conn.execute(
+            f'DELETE FROM {SCHEMA}.claims WHERE endpoint = %s AND alert_id = %s AND token = %s',
+            (claim.endpoint, claim.alert_id, claim.token),
+        )
+
+    def _renew(self, claim: Claim) -> None:
+        self._fence(claim)
+
+    def _fence(self, claim: Claim | None) -> None:
+        """Go on only if ``claim`` is still the alert's claim, and renew it (inside the write's transaction)."""
+        if claim is None:
+            return
+        cursor = self._conn.execute(
+            f'UPDATE {SCHEMA}.claims SET expires = {_NOW} + %s WHERE endpoint = %s AND alert_id = %s AND token = %s',
+            (claim.lease, claim.endpoint, claim.alert_id, claim.token),
+        )
+        if cursor.rowcount != 1:
+            raise LeaseLost(
+                f'the claim on alert {claim.alert_id} expired and passed to another sender; this one stops'
+            )
+
+    def _record(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], claim: Claim | None) -> None:
+        with self._conn.transaction():
+            self._fence(claim)
+            self._upsert(endpoint, alert, hosts)
+
+    def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], updated: float | None = None) -> None:
+        self._conn.execute(
+            f'INSERT INTO {SCHEMA}.alerts (endpoint, alert_id, status, fingerprint, payload, hosts, updated) '
+            f'VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW})) ON CONFLICT (endpoint, alert_id) DO UPDATE SET '
+            'status = excluded.status, fingerprint = excluded.fingerprint, payload = excluded.payload, '
+            'hosts = excluded.hosts, updated = excluded.updated',
+            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts), updated),
+        )
+
+    def _insert_entry(
+        self, endpoint: str, alert: Alert, hosts: tuple[str, ...], hold: tuple[t.Any, ...] = (None, None, None),
+        queued: float | None = None,
+    ) -> int:
+        token, owner, lease = hold
+        row = self._conn.execute(
+            f'INSERT INTO {SCHEMA}.outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued, '
+            f'hold_token, hold_owner, hold_until) VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW}), %s, %s, '
+            f'{_NOW} + %s) RETURNING seq',
+            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+             queued, token, owner, lease),
+        ).fetchone()
+        return int(row[0])
+
+    def _queue(self, endpoint: str, alert: Alert, hosts: tuple[str, ...]) -> int:
+        with self._conn.transaction():
+            self._lock_alert(endpoint, alert.alert_id)
+            return self._insert_entry(endpoint, alert, hosts)
+
+    def _hold(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], token: str, owner: str) -> None:
+        with self._conn.transaction():
+            self._lock_alert(endpoint, alert.alert_id)
+            self._drop_held(endpoint, alert.alert_id, token)
+            self._insert_entry(endpoint, alert, hosts, (token, owner, HOLD_LEASE_SECONDS))
+
+    def _settle(self, endpoint: str, alert_id: str, token: str, alert: Alert | None, hosts: tuple[str, ...]) -> None:
+        with self._conn.transaction():
+            self._lock_alert(endpoint, alert_id)
+            self._drop_held(endpoint, alert_id, token)
+            if alert is not None:
+                self._insert_entry(endpoint, alert, hosts)
+
+    def _drop_held(self, endpoint: str, alert_id: str, token: str) -> None:
+        self._conn.execute(
+            f'DELETE FROM {SCHEMA}.outbox WHERE endpoint = %s AND alert_id = %s AND hold_token = %s',
+            (endpoint, alert_id, token),
+        )
+
+    def _renew_holds(self, token: str, lease: float) -> int:
+        return self._conn.execute(
+            f'UPDATE {SCHEMA}.outbox SET hold_until = {_NOW} + %s WHERE hold_token = %s', (lease, token)
+        ).rowcount
+
+    def _release_holds(self, token: str) -> int:
+        return self._conn.execute(
+            f'UPDATE {SCHEMA}.outbox SET hold_token = NULL, hold_owner = NULL, hold_until = NULL WHERE hold_token = %s',
+            (token,),
+        ).rowcount
+
+    def _release_stale_holds(self) -> int:
+        owners = self._conn.execute(
+            f'SELECT DISTINCT hold_token, hold_owner FROM {SCHEMA}.outbox '
+            f'WHERE hold_token IS NOT NULL AND hold_until > {_NOW}'
+        ).fetchall()
+        return sum(self._release_holds(token) for token, owner in owners if _is_gone(owner))
+
+    def _pending(self, endpoint: str, alert_id: str | None) -> list[Queued]:
+        if self._absent:
+            return []
+        where, args = ('endpoint = %s', (endpoint,)) if alert_id is None else (
+            'endpoint = %s AND alert_id = %s', (endpoint, alert_id))
+        rows = self._conn.execute(
+            f'SELECT seq, payload, hosts FROM {SCHEMA}.outbox WHERE {where} AND {_DELIVERABLE} ORDER BY seq', args
+        ).fetchall()
+        return [Queued(seq, Alert(json.loads(payload)), tuple(json.loads(hosts))) for seq, payload, hosts in rows]
+
+    def _discard(self, queued: Queued, claim: Claim | None) -> None:
+        with self._conn.transaction():
+            self._fence(claim)
+            self._conn.execute(f'DELETE FROM {SCHEMA}.outbox WHERE seq = %s', (queued.seq,))
+
+    def _delivered(self, endpoint: str, queued: Queued, claim: Claim | None) -> bool:
+        with self._conn.transaction():
+            self._fence(claim)
+            if self._conn.execute(f'DELETE FROM {SCHEMA}.outbox WHERE seq = %s', (queued.seq,)).rowcount != 1:
+                return False
+            self._upsert(endpoint, queued.alert, queued.hosts)
+            return True
+
+    def _prune(self, retention: float, now: float) -> int:
+        with self._conn.transaction():
+            cursor = self._conn.execute(
+                f"DELETE FROM {SCHEMA}.alerts WHERE status = 'OK' AND updated < %s", (now - retention,)
+            )
+            self._conn.execute(f'DELETE FROM {SCHEMA}.claims WHERE expires < {_NOW}')
+            self._conn.execute(
+                f"INSERT INTO {SCHEMA}.meta (name, value) VALUES ('last_prune', %s) "
+                'ON CONFLICT (name) DO UPDATE SET value = excluded.value',
+                (repr(now),),
+            )
+            return cursor.rowcount
+
+    def _prune_if_due(self) -> None:
+        row = self._conn.execute(f"SELECT value FROM {SCHEMA}.meta WHERE name = 'last_prune'").fetchone()
+        if row is None or float(row[0]) < time.time() - PRUNE_INTERVAL_SECONDS:
+            self._prune(RETENTION_SECONDS, time.time())
+
+    def _export(self) -> list[tuple[str, int | None, Record]]:
+        if self._absent:
+            return []
+        records = self._conn.execute(
+            f'SELECT endpoint, NULL, alert_id, status, fingerprint, payload, updated, 0, hosts FROM {SCHEMA}.alerts '
+            'ORDER BY updated'
+        ).fetchall()
+        entries = self._conn.execute(
+            f'SELECT endpoint, seq, alert_id, status, fingerprint, payload, queued, 1, hosts FROM {SCHEMA}.outbox '
+            f'WHERE {_DELIVERABLE} ORDER BY seq'
+        ).fetchall()
+        return [_exported(row) for row in records + entries]
+
+    def _adopt(self, endpoint: str, record: Record) -> bool:
+        with self._conn.transaction():
+            self._lock_alert(endpoint, record.alert_id)
+            newest = self._conn.execute(
+                f'SELECT max(updated) FROM (SELECT updated FROM {SCHEMA}.alerts WHERE endpoint = %s AND alert_id = %s '
+                f'UNION ALL SELECT queued FROM {SCHEMA}.outbox WHERE endpoint = %s AND alert_id = %s) AS known',
+                (endpoint, record.alert_id, endpoint, record.alert_id),
+            ).fetchone()[0]
+            if newest is not None and newest >= record.updated:
+                return False
+            alert = Alert(record.payload)
+            if record.pending:
+                self._insert_entry(endpoint, alert, record.hosts, queued=record.updated)
+            else:
+                self._upsert(endpoint, alert, record.hosts, record.updated)
+            return True
+
+    def _forget(self, endpoint: str, alert_id: str, seq: int | None) -> None:
+        if seq is None:
+            self._conn.execute(f'DELETE FROM {SCHEMA}.alerts WHERE endpoint = %s AND alert_id = %s', (endpoint, alert_id))
+        else:
+            self._conn.execute(f'DELETE FROM {SCHEMA}.outbox WHERE seq = %s', (seq,))
