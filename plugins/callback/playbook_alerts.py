@@ -165,9 +165,10 @@ options:
       - section: callback_temperstack
         key: max_error_chars
 notes:
-  - The ledger is per controller. In AWX or Automation Controller, whose job files do not persist, point
-    O(ledger_path) at persistent storage, or expect each job to start without memory of earlier jobs (it then
-    raises an Alarm again for a failing unit, and cannot send the OK for an Alarm raised by another job).
+  - The ledger file (O(ledger_path)) is per controller. In AWX or Automation Controller, whose job containers
+    start empty, and for several controllers, set O(ledger_url) to a PostgreSQL ledger they all share. Without it
+    each job starts without memory of earlier jobs, so it raises an Alarm again for a failing unit, and cannot send
+    the OK for an Alarm raised by another job.
 seealso:
   - module: temperstack.alerting.alert
 """

@@ -307,6 +307,10 @@ class Ledger:
         """
         return self._guard(self._adopt, endpoint, record)
 
+    def newest(self, endpoint: str, alert_id: str) -> float | None:
+        """When the newest record or outbox entry of ``alert_id`` was written (None: the ledger has neither)."""
+        return self._guard(self._newest, endpoint, alert_id)
+
     def forget(self, endpoint: str, alert_id: str, seq: int | None = None) -> None:
         """Drop a record (or, with ``seq``, an outbox entry) that has been moved to another ledger."""
         self._guard(self._forget, endpoint, alert_id, seq)
@@ -372,6 +376,9 @@ class Ledger:
         raise NotImplementedError
 
     def _forget(self, endpoint: str, alert_id: str, seq: int | None) -> None:
+        raise NotImplementedError
+
+    def _newest(self, endpoint: str, alert_id: str) -> float | None:
         raise NotImplementedError
 
 
@@ -733,11 +740,7 @@ class SqliteLedger(Ledger):
 
     def _adopt(self, endpoint: str, record: Record) -> bool:
         with _immediate(self._conn):
-            newest = self._conn.execute(
-                'SELECT max(updated) FROM (SELECT updated FROM alerts WHERE endpoint = ? AND alert_id = ? '
-                'UNION ALL SELECT queued FROM outbox WHERE endpoint = ? AND alert_id = ?)',
-                (endpoint, record.alert_id, endpoint, record.alert_id),
-            ).fetchone()[0]
+            newest = self._newest(endpoint, record.alert_id)
             if newest is not None and newest >= record.updated:
                 return False
             alert = Alert(record.payload)
@@ -751,6 +754,13 @@ class SqliteLedger(Ledger):
             else:
                 self._upsert(endpoint, alert, record.hosts, record.updated)
             return True
+
+    def _newest(self, endpoint: str, alert_id: str) -> float | None:
+        return self._conn.execute(
+            'SELECT max(updated) FROM (SELECT updated FROM alerts WHERE endpoint = ? AND alert_id = ? '
+            'UNION ALL SELECT queued FROM outbox WHERE endpoint = ? AND alert_id = ?)',
+            (endpoint, alert_id, endpoint, alert_id),
+        ).fetchone()[0]
 
     def _forget(self, endpoint: str, alert_id: str, seq: int | None) -> None:
         with _immediate(self._conn):
@@ -838,7 +848,7 @@ def absorb_fallback(ledger: Ledger, fallback: str) -> tuple[int, int]:
     with SqliteLedger(fallback) as local:
         moved = copy_ledger(local, ledger, move=True)
     _ABSORBED[key] = _file_state(fallback) or ()
-    return moved
+    return moved.records, moved.entries
 
 
 def _file_state(path: str) -> tuple[int, ...] | None:
@@ -975,25 +985,47 @@ def _exported(row: t.Sequence[t.Any]) -> tuple[str, int | None, Record]:
     return endpoint, seq, Record(alert_id, status, fingerprint, json.loads(payload), updated, bool(pending), tuple(json.loads(hosts)))
 
 
+class Copied(t.NamedTuple):
+    """What ``copy_ledger`` took in (or, in a dry run, would take in)."""
+
+    records: int
+    entries: int
+    alert_ids: tuple[str, ...]
+
+
 def copy_ledger(
     source: Ledger, target: Ledger, move: bool = False, endpoints: t.Mapping[str, str] | None = None,
-) -> tuple[int, int]:
-    """Copy what ``source`` holds into ``target`` (``adopt``); returns how many records and entries were taken in.
+    dry_run: bool = False,
+) -> Copied:
+    """Copy what ``source`` holds into ``target`` (``adopt``), and say what was taken in.
 
     With ``move``, whatever is in ``target`` afterwards (taken in now, or known there as newer) is dropped from
     ``source``. With ``endpoints``, only the endpoints it maps are copied, each to its new endpoint (a rotated key).
-    Safe to run twice: the second run takes nothing in.
+    A ``dry_run`` writes nothing to either. Safe to run twice: the second run takes nothing in.
     """
     records = entries = 0
+    alert_ids: set[str] = set()
+    # A dry run remembers what it would have taken in, as adopt() would find it there.
+    planned: dict[tuple[str, str], float] = {}
     for endpoint, seq, record in source.export():
         if endpoints is not None and endpoint not in endpoints:
             continue
-        if target.adopt(endpoints[endpoint] if endpoints is not None else endpoint, record):
+        to = endpoints[endpoint] if endpoints is not None else endpoint
+        if dry_run:
+            seen = (target.newest(to, record.alert_id), planned.get((to, record.alert_id)))
+            known = max((time for time in seen if time is not None), default=None)
+            taken = known is None or known < record.updated
+            if taken:
+                planned[(to, record.alert_id)] = record.updated
+        else:
+            taken = target.adopt(to, record)
+        if taken:
             entries += record.pending
             records += not record.pending
-        if move:
+            alert_ids.add(record.alert_id)
+        if move and not dry_run:
             source.forget(endpoint, record.alert_id, seq)
-    return records, entries
+    return Copied(records, entries, tuple(sorted(alert_ids)))
 
 
 def _dumps(value: t.Any) -> str:

@@ -436,11 +436,7 @@ class PostgresLedger(Ledger):
     def _adopt(self, endpoint: str, record: Record) -> bool:
         with self._conn.transaction():
             self._lock_alert(endpoint, record.alert_id)
-            newest = self._conn.execute(
-                f'SELECT max(updated) FROM (SELECT updated FROM {SCHEMA}.alerts WHERE endpoint = %s AND alert_id = %s '
-                f'UNION ALL SELECT queued FROM {SCHEMA}.outbox WHERE endpoint = %s AND alert_id = %s) AS known',
-                (endpoint, record.alert_id, endpoint, record.alert_id),
-            ).fetchone()[0]
+            newest = self._newest(endpoint, record.alert_id)
             if newest is not None and newest >= record.updated:
                 return False
             alert = Alert(record.payload)
@@ -455,3 +451,12 @@ class PostgresLedger(Ledger):
             self._conn.execute(f'DELETE FROM {SCHEMA}.alerts WHERE endpoint = %s AND alert_id = %s', (endpoint, alert_id))
         else:
             self._conn.execute(f'DELETE FROM {SCHEMA}.outbox WHERE seq = %s', (seq,))
+
+    def _newest(self, endpoint: str, alert_id: str) -> float | None:
+        if self._absent:
+            return None
+        return self._conn.execute(
+            f'SELECT max(updated) FROM (SELECT updated FROM {SCHEMA}.alerts WHERE endpoint = %s AND alert_id = %s '
+            f'UNION ALL SELECT queued FROM {SCHEMA}.outbox WHERE endpoint = %s AND alert_id = %s) AS known',
+            (endpoint, alert_id, endpoint, alert_id),
+        ).fetchone()[0]

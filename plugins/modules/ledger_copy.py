@@ -1,0 +1,141 @@
+# Copyright (c) Temperstack alerting collection contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# The module is implemented by the action plugin of the same name and always runs on the controller;
+# this file carries its documentation, as ansible.builtin.debug's does.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ledger_copy
+short_description: Copy the alert ledger of a controller into the ledger a fleet shares, or back
+version_added: 1.1.0
+description:
+  - Copies what one ledger remembers, the alerts Temperstack acknowledged and the alerts still waiting in the
+    outbox, into another. Its main use is moving a controller to the PostgreSQL ledger of a fleet
+    (O(ledger_url)), so that the Alarms it raised are still resolved by OKs sent from any controller or AWX job.
+  - An alert the target already knows as recently or more recently is left as the target has it. So running the
+    task twice copies nothing the second time, and copying an old ledger never undoes what the fleet has sent
+    since, nor puts an Alarm behind its own OK.
+  - The source is only read. Endpoints travel as the one-way hashes the ledgers store; no key is needed or shown.
+  - Runs on the Ansible controller. Run it once, with C(run_once=true) or against C(localhost).
+author:
+  - Temperstack alerting maintainers (@temperstack)
+attributes:
+  action:
+    description: Implemented by an action plugin that runs on the controller.
+    support: full
+  async:
+    description: Cannot run asynchronously.
+    support: none
+  become:
+    description: Has no effect; nothing runs on the managed node.
+    support: none
+  bypass_host_loop:
+    description: Runs once for each host it is given; use C(run_once=true).
+    support: none
+  check_mode:
+    description: Reports what would be copied, and writes to neither ledger.
+    support: full
+  diff_mode:
+    description: Lists the alert ids that are (or would be) copied.
+    support: full
+  idempotent:
+    description: A second run copies nothing and reports C(changed=false).
+    support: full
+  action_group:
+    description: Use C(group/temperstack.alerting.temperstack) in C(module_defaults) to set O(ledger_url) once.
+    support: full
+    membership:
+      - temperstack.alerting.temperstack
+  platform:
+    description: Runs on the controller, whatever the target platform.
+    support: full
+    platforms: all
+options:
+  from_ledger_path:
+    description:
+      - The SQLite ledger file to copy from.
+      - If neither this nor O(from_ledger_url) is set, the controller's own ledger is copied, the file named by the
+        E(TEMPERSTACK_LEDGER_PATH) environment variable or else V(~/.ansible/temperstack/ledger.sqlite3).
+      - A file that does not exist is an error, not an empty ledger.
+    type: path
+  from_ledger_url:
+    description:
+      - The PostgreSQL ledger to copy from, as a libpq connection URI, for example to leave a fleet's ledger for a
+        controller's own file. Never shown; its password is masked in every message.
+      - Mutually exclusive with O(from_ledger_path).
+    type: str
+  ledger_url:
+    description:
+      - The PostgreSQL ledger to copy into, as a libpq connection URI,
+        V(postgresql://user[:password]@host[:port]/dbname[?sslmode=verify-full]). Its schema is created on first
+        use, as the M(temperstack.alerting.alert) module does. Never shown; its password is masked in every message.
+      - If not set, the value of the E(TEMPERSTACK_LEDGER_URL) environment variable is used.
+      - If that is not set either, O(ledger_path) is the target.
+    type: str
+  ledger_path:
+    description:
+      - The SQLite ledger file to copy into, when O(ledger_url) is not set. It is created if missing.
+    type: path
+notes:
+  - The target must not be the source.
+  - Needs the Python package C(psycopg) (version 3) on the controller when either ledger is a PostgreSQL one.
+seealso:
+  - module: temperstack.alerting.alert
+  - name: The fleet guide
+    description: Setting up the shared PostgreSQL ledger, for AWX and for many controllers.
+    link: https://github.com/temperstack/ansible-collection-alerting/blob/main/docs/fleet.md
+"""
+
+EXAMPLES = r"""
+- name: Move this controller's ledger into the fleet's shared ledger
+  temperstack.alerting.ledger_copy:
+    ledger_url: "{{ lookup('ansible.builtin.env', 'TEMPERSTACK_LEDGER_URL') }}"
+  run_once: true
+
+- name: See first what would be copied
+  temperstack.alerting.ledger_copy:
+    from_ledger_path: /var/lib/ansible/temperstack/ledger.sqlite3
+    ledger_url: postgresql://temperstack@db.example.com/ansible?sslmode=verify-full
+  check_mode: true
+  diff: true
+  run_once: true
+  register: planned
+
+- name: Leave the fleet, taking its ledger along into a local file
+  temperstack.alerting.ledger_copy:
+    from_ledger_url: "{{ fleet_ledger_url }}"
+    ledger_path: ~/.ansible/temperstack/ledger.sqlite3
+  run_once: true
+"""
+
+RETURN = r"""
+records:
+  description: How many acknowledged alerts were copied (in check mode, would be).
+  returned: success
+  type: int
+  sample: 42
+entries:
+  description: How many alerts waiting in the outbox were copied (in check mode, would be). They are delivered by the next task or run that uses the target.
+  returned: success
+  type: int
+  sample: 1
+alert_ids:
+  description: The ids of the alerts copied (in check mode, that would be), sorted.
+  returned: success
+  type: list
+  elements: str
+  sample: [ansible-site-deploy-3f1c2a9b0d4e]
+source:
+  description: The ledger copied from, as a path or a URL with its password masked.
+  returned: success
+  type: str
+  sample: /home/deploy/.ansible/temperstack/ledger.sqlite3
+target:
+  description: The ledger copied into, as a path or a URL with its password masked.
+  returned: success
+  type: str
+  sample: postgresql://temperstack:********@db.example.com/ansible
+"""
