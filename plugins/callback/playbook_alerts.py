@@ -338,8 +338,8 @@ class CallbackModule(CallbackBase):
         """Go on with this controller's fallback file: the shared ledger's server is unreachable."""
         self._display.warning(
             f'temperstack: {exc}. This run raises Alarms for failures without knowing what Temperstack already holds, '
-            f'and sends no OK, which needs the shared ledger\'s memory of the Alarm. What cannot be delivered waits in '
-            f'{self._fallback}, and the next run on this controller that reaches the server moves it there.'
+            f'and decides no OK, which needs the shared ledger\'s memory of the Alarm. What cannot be delivered waits '
+            f'in {self._fallback}, and the next run on this controller that reaches the server moves it there.'
         )
         fallback = SqliteLedger(self._fallback, warn=self._display.warning)
         if self._ledger is not None:
@@ -523,11 +523,21 @@ class CallbackModule(CallbackBase):
     def _queue_recoveries(self) -> None:
         if self._ledger is None:
             return
+        undecided = []
         for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix):
             if unit.failed_hosts or not unit.ran_to_end:
                 continue
+            if self._ledger.spec == self._fallback:
+                # Only the shared ledger knows every host of an open Alarm, whichever controller raised it: an OK
+                # decided without it could claim hosts that nobody checked. The next run that reaches it decides.
+                undecided.append(unit.alert_id)
+                continue
             try:
-                known = self._ledger_call(lambda ledger, unit=unit: ledger.lookup(self._endpoint_key, unit.alert_id))
+                known = self._ledger.lookup(self._endpoint_key, unit.alert_id)
+            except LedgerUnreachable as exc:
+                self._fall_back(exc)
+                undecided.append(unit.alert_id)
+                continue
             except LedgerError as exc:
                 self._display.warning(f'temperstack: could not decide the OK for {unit.alert_id}: {exc}')
                 continue
@@ -537,6 +547,12 @@ class CallbackModule(CallbackBase):
             # an inventory change, or a failure in an earlier play that dropped it from the rest of the playbook.
             if recovered(unit, known.hosts):
                 self._queue(ok_for(unit, self._settings), ())
+        if undecided:
+            shown = ', '.join(undecided[:5]) + (f' and {len(undecided) - 5} more' if len(undecided) > 5 else '')
+            self._display.warning(
+                f'temperstack: no OK is decided for {shown} while the shared ledger is unreachable; the next run '
+                'that reaches it sends the OK of each whose Alarm is open'
+            )
 
     def _queue(self, alert: t.Any, hosts: t.Sequence[str]) -> None:
         if self._ledger is None or self._sender is None:
