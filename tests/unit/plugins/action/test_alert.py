@@ -603,3 +603,101 @@ def test_check_mode_opens_an_existing_ledger_read_only(run_task, task_args, ledg
     assert stat.S_IMODE(os.stat(ledger_path).st_mode) == 0o644
     with open(ledger_path, 'rb') as stream:
         assert stream.read() == before
+
+
+# -- the shared ledger (ledger_url) ----------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a ledger server that is down."""
+    import socket  # pylint: disable=import-outside-toplevel
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+LEDGER_PASSWORD = 'pg-Secret-7f3a'
+
+
+@pytest.fixture
+def unreachable_ledger_url():
+    return f'postgresql://temperstack:{LEDGER_PASSWORD}@127.0.0.1:{closed_port()}/temperstack'
+
+
+@pytest.mark.parametrize('value', ['', '  ', '/var/lib/ledger.sqlite3', 'mysql://u:pw@h/db', 'http://h/db'])
+def test_a_ledger_url_that_is_not_a_postgresql_uri_fails_before_any_request(run_task, task_args, opener, value):
+    result = run_task({**task_args, 'ledger_url': value})
+
+    assert result['failed'] is True
+    assert result['msg'].startswith('ledger_url must be a PostgreSQL connection URI, postgresql://user@host')
+    assert opener.calls == []
+
+
+def test_a_bad_ledger_url_never_shows_its_password(run_task, task_args):
+    result = run_task({**task_args, 'ledger_url': f'mysql://u:{LEDGER_PASSWORD}@h/db'})
+
+    assert result['failed'] is True
+    assert LEDGER_PASSWORD not in json.dumps(result)
+
+
+def test_ledger_url_comes_from_the_environment(run_task, task_args, monkeypatch, unreachable_ledger_url):
+    monkeypatch.setenv('TEMPERSTACK_LEDGER_URL', unreachable_ledger_url)
+
+    result = run_task(task_args)
+
+    # Unreachable, so the warning proves the variable was used; the alert went out all the same.
+    assert result['sent'] is True
+    assert any('unreachable' in warning for warning in result['warnings'])
+
+
+def test_an_unreachable_ledger_still_sends_and_warns_with_the_url_masked(
+    run_task, task_args, opener, unreachable_ledger_url, ledger_path, endpoint,
+):
+    result = run_task({**task_args, 'ledger_url': unreachable_ledger_url})
+
+    assert result['changed'] is True
+    assert result['sent'] is True
+    assert len(opener.calls) == 1
+    [warning] = result['warnings']
+    assert warning.startswith(f'the ledger at postgresql://temperstack:{MASK}@127.0.0.1:')
+    assert 'is unreachable' in warning
+    assert 'sent whatever Temperstack already holds' in warning
+    assert LEDGER_PASSWORD not in json.dumps(result)
+    # Remembered in the fallback file next to ledger_path, never in ledger_path itself.
+    fallback = ledger_path.replace('.sqlite3', '.fallback.sqlite3')
+    assert recorded(fallback, endpoint, result['alert_id']).status == 'Alarm'
+    assert not os.path.exists(ledger_path)
+
+
+def test_an_unreachable_ledger_sends_again_on_every_run(run_task, task_args, opener, unreachable_ledger_url):
+    """Without the shared ledger's memory the module cannot know what Temperstack holds: at least once."""
+    run_task({**task_args, 'ledger_url': unreachable_ledger_url})
+    second = run_task({**task_args, 'ledger_url': unreachable_ledger_url})
+
+    assert second['sent'] is True
+    assert len(opener.calls) == 2
+
+
+def test_an_unreachable_ledger_withholds_an_ok_that_needs_its_memory(run_task, task_args, opener, unreachable_ledger_url):
+    result = run_task({**task_args, 'status': 'OK', 'only_if_raised': True, 'ledger_url': unreachable_ledger_url})
+
+    assert result['changed'] is False
+    assert result['sent'] is False
+    assert opener.calls == []
+    assert any('unreachable' in warning for warning in result['warnings'])
+
+
+def test_check_mode_with_an_unreachable_ledger_writes_nothing(run_task, task_args, opener, unreachable_ledger_url, ledger_path):
+    result = run_task({**task_args, 'ledger_url': unreachable_ledger_url}, check_mode=True)
+
+    assert result['changed'] is True
+    assert result['sent'] is False
+    assert opener.calls == []
+    assert not os.path.exists(os.path.dirname(ledger_path))
+
+
+def test_ledger_url_wins_over_ledger_path(run_task, task_args, unreachable_ledger_url, ledger_path):
+    run_task({**task_args, 'ledger_url': unreachable_ledger_url})
+
+    assert not os.path.exists(ledger_path)

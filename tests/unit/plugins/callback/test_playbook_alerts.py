@@ -1132,3 +1132,46 @@ def test_an_empty_client_variable_disables_at_start_as_the_module_refuses_it(run
         f'temperstack.alerting.playbook_alerts is disabled: {option} ({variable}) is set but empty: give it a value or unset it'
     ]
     assert temperstack.processes == []
+
+
+# -- the shared ledger (ledger_url) unreachable --------------------------------------------------------
+
+
+def unreachable_url() -> str:
+    import socket  # pylint: disable=import-outside-toplevel
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    return f'postgresql://temperstack:pg-Secret-7f3a@127.0.0.1:{port}/temperstack'
+
+
+def test_an_unreachable_shared_ledger_still_raises_the_alarm(run, temperstack, ledger_path):
+    r = failing_run(run, ledger_url=unreachable_url())
+
+    assert [status for status, _alert_id in temperstack.statuses] == ['Alarm']
+    assert r.summary == ['Temperstack: sent 1 Alarm']
+    [warning] = r.display.warnings
+    assert 'is unreachable' in warning and 'This run raises Alarms for failures' in warning
+    assert 'pg-Secret-7f3a' not in '\n'.join(r.display.lines + r.display.warnings)
+    assert os.path.exists(ledger_path.replace('.sqlite3', '.fallback.sqlite3'))
+    assert not os.path.exists(ledger_path)
+
+
+def test_an_unreachable_shared_ledger_decides_no_ok(run, temperstack):
+    url = unreachable_url()
+    failing_run(run, ledger_url=url)
+    r = green_run(run, ledger_url=url)
+
+    # The Alarm this controller sent is in its fallback file, but only the shared ledger knows every host of it.
+    assert [status for status, _alert_id in temperstack.statuses] == ['Alarm']
+    assert r.summary == []
+    assert any(warning.startswith('temperstack: no OK is decided for ansible-site-yml-deploy-web-tier-')
+               for warning in r.display.warnings)
+
+
+def test_an_empty_ledger_url_disables_the_callback_with_a_message_naming_it(run, temperstack):
+    r = failing_run(run, ledger_url='')
+
+    assert temperstack.received == []
+    assert any('ledger_url must be a PostgreSQL connection URI' in warning for warning in r.display.warnings)
