@@ -37,6 +37,7 @@ def test_types_and_defaults_match():
 def test_secrets_are_no_log():
     assert ARGUMENT_SPEC['webhook_url']['no_log'] is True
     assert ARGUMENT_SPEC['api_key']['no_log'] is True
+    assert ARGUMENT_SPEC['ledger_url']['no_log'] is True
 
 
 def test_documented_choices_are_the_seed_values():
