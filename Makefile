@@ -34,6 +34,9 @@
 #   make bench        benchmarks (tools/bench/, about 10 minutes on an idle machine):
 #                     writes docs/performance.md; BENCH_ARGS='--cases 4' for one case
 #   make bench-smoke  one scaled-down iteration of every benchmark case (in test)
+#   make pg-start     a throwaway PostgreSQL 15 server for the shared-ledger tests
+#                     (build/pg, 127.0.0.1, scram-sha-256; tools/pg_server.sh);
+#                     make pg-stop stops it (make test does both itself)
 #   make clean        remove venvs, build output and caches
 #
 # Extra arguments for ansible-test: make sanity SANITY_ARGS='--test pylint'
@@ -106,6 +109,7 @@ TEST_STEPS := \
 	"lint: ansible-lint, antsibull, ansible-builder|lint NO_STAGE=1" \
 	"sanity: ansible-core 2.21 / Python 3.13|sanity-2.21 NO_STAGE=1" \
 	"sanity: ansible-core 2.19 / Python 3.11|sanity-2.19 NO_STAGE=1" \
+	"postgresql: a throwaway server for the shared ledger (build/pg)|pg-stage-env" \
 	"units: ansible-core 2.21 / Python 3.13|units NO_STAGE=1" \
 	"units: ansible-core 2.18 / Python 3.11|units-2.18 NO_STAGE=1" \
 	"stand-in self-test: pytest tests/stand_in|stand-in-tests NO_STAGE=1" \
@@ -117,6 +121,8 @@ TEST_STEPS := \
 
 test:
 	@summary=""; total_start=$$SECONDS; \
+	trap 'printf "\n==================== postgresql: stop ====================\n"; $(MAKE) --no-print-directory pg-stop' EXIT; \
+	trap 'exit 130' INT TERM HUP; \
 	for step in $(TEST_STEPS); do \
 		name=$${step%%|*}; goals=$${step#*|}; start=$$SECONDS; \
 		printf '\n==================== %s ====================\n' "$$name"; \
@@ -206,13 +212,13 @@ sanity-2.19: venv pip-shim $(STAGE_DEP)
 	$(call run_in,$(VENV_2_19)) ansible-test sanity --local --python 3.11 --requirements $(ANSIBLE_TEST_FLAGS) $(SANITY_ARGS)
 
 # --- units --------------------------------------------------------------------
-units: venv $(STAGE_DEP)
+units: venv $(STAGE_DEP) pg-stage-env
 	$(call run_in,$(VENV)) ansible-test units --local --python 3.13 --requirements $(ANSIBLE_TEST_FLAGS) $(UNITS_ARGS)
 
-units-2.19: venv $(STAGE_DEP)
+units-2.19: venv $(STAGE_DEP) pg-stage-env
 	$(call run_in,$(VENV_2_19)) ansible-test units --local --python 3.11 --requirements $(ANSIBLE_TEST_FLAGS) $(UNITS_ARGS)
 
-units-2.18: venv $(STAGE_DEP)
+units-2.18: venv $(STAGE_DEP) pg-stage-env
 	$(call run_in,$(VENV_2_18)) ansible-test units --local --python 3.11 --requirements $(ANSIBLE_TEST_FLAGS) $(UNITS_ARGS)
 
 # --- stand-in self-test --------------------------------------------------------
@@ -272,10 +278,10 @@ faults: $(VENV_STAMP) $(STAGE_DEP)
 #    (hosts: testhost) or pass ansible_python_interpreter yourself.
 #  - HOME is unchanged (the ledger default ~/.ansible/temperstack is the real
 #    one: always point TEMPERSTACK_LEDGER_PATH into OUTPUT_DIR).
-integration: venv $(STAGE_DEP)
+integration: venv $(STAGE_DEP) pg-stage-env
 	$(call run_in,$(VENV)) ansible-test integration --local --python 3.13 --requirements $(ANSIBLE_TEST_FLAGS) $(INTEGRATION_ARGS)
 
-integration-2.19: venv $(STAGE_DEP)
+integration-2.19: venv $(STAGE_DEP) pg-stage-env
 	$(call run_in,$(VENV_2_19)) ansible-test integration --local --python 3.11 --requirements $(ANSIBLE_TEST_FLAGS) $(INTEGRATION_ARGS)
 
 # tools/demo.sh says first where the alerts will go, then (after the build) runs the
@@ -385,5 +391,10 @@ bench-smoke: $(VENV_STAMP)
 
 # --- clean --------------------------------------------------------------------
 clean:
+	-$(PG_SERVER) stop $(PG_DIR)
 	rm -rf $(VENV) $(VENV_2_19) $(VENV_2_18) $(VENV_LINT) build tests/output .pytest_cache .hypothesis
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The PostgreSQL server of the shared-ledger tests (pg-start, pg-stop, pg-stage-env): last, because its
+# prerequisites use STAGE.
+include $(REPO_ROOT)/tools/pg_server.mk
