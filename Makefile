@@ -346,13 +346,15 @@ lint-changelog: $(VENV_LINT_STAMP) $(STAGE_DEP)
 
 # The example execution environment is a valid ansible-builder 3 definition
 # (`create` only writes the build context: no container engine, no Galaxy), and
-# ansible-builder reads meta/execution-environment.yml (no Python or system deps).
+# ansible-builder reads meta/execution-environment.yml, and finds there psycopg, which
+# the shared ledger (ledger_url) needs.
 lint-ee: $(VENV_LINT_STAMP) $(STAGE_DEP)
 	rm -rf $(LINT_WORK)/ee-context
 	$(lint_in) ansible-builder create --file examples/execution-environment/execution-environment.yml \
 		--context $(LINT_WORK)/ee-context --output-filename Containerfile
 	grep -q '^- name: temperstack\.alerting$$' $(LINT_WORK)/ee-context/_build/requirements.yml
-	$(lint_in) ansible-builder introspect --sanitize $(abspath $(STAGE)/../../..)
+	$(lint_in) ansible-builder introspect --sanitize $(abspath $(STAGE)/../../..) | tee $(LINT_WORK)/ee-introspect.txt
+	grep -q 'psycopg\[binary\]>=3.1' $(LINT_WORK)/ee-introspect.txt
 
 # --- after the build: the artifact as users get it ------------------------------
 # Both build first; `make test` runs `build` as a step of its own and passes

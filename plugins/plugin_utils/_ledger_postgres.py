@@ -11,7 +11,9 @@ Only ``open_ledger`` imports this module, and only for a ``postgresql://`` spec,
 those who set ``ledger_url`` and by no one else.
 
 Times that decide who may send (claim leases, held failures) are the server's clock, never a controller's:
-controllers of one fleet need not agree on the time.
+controllers of one fleet need not agree on the time for those. When a record or an entry was written is the
+writer's own clock, as in the SQLite ledger, so that what a controller kept in its fallback file while the server
+was unreachable compares with what it wrote here before on one clock (``adopt``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 import typing as t
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._alert import Alert
 from ._ledger import (
@@ -38,6 +41,7 @@ from ._ledger import (
     mask_url,
     this_process,
 )
+from ._endpoint import MASK
 
 try:
     import psycopg
@@ -52,6 +56,7 @@ SCHEMA = 'temperstack'
 SCHEMA_VERSION = 1
 # Bounded waits: a controller never hangs on the ledger for longer than these, whatever the server does.
 CONNECT_TIMEOUT_SECONDS = 5
+MAX_CONNECT_TIMEOUT_SECONDS = 30
 STATEMENT_TIMEOUT_MS = 10_000
 LOCK_TIMEOUT_MS = 5_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
@@ -109,6 +114,31 @@ INSTALL_HINT = (
 )
 
 
+def _passwords(url: str) -> set[str]:
+    """The password of a connection URI, as written and decoded, wherever it is: user part or query."""
+    found = set()
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found.update((parts.password, unquote(parts.password)))
+        for value in parse_qs(parts.query).get('password', []):
+            found.add(value)
+    except ValueError:
+        userinfo = url.split('://', 1)[-1].split('/', 1)[0].rpartition('@')[0]
+        if ':' in userinfo:
+            found.add(userinfo.split(':', 1)[1])
+    return {secret for secret in found if secret}
+
+
+def _bounded_connect_timeout(given: str) -> int:
+    """libpq's connect_timeout as the URL sets it, kept within 1..30 s: 0 would wait for as long as TCP does."""
+    try:
+        seconds = int(float(given))
+    except ValueError:
+        return CONNECT_TIMEOUT_SECONDS
+    return min(max(seconds, 1), MAX_CONNECT_TIMEOUT_SECONDS) if seconds > 0 else CONNECT_TIMEOUT_SECONDS
+
+
 class PostgresLedger(Ledger):
     """The ledger in a PostgreSQL database, in a schema of its own (``temperstack``).
 
@@ -137,7 +167,9 @@ class PostgresLedger(Ledger):
         try:
             given = _conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise LedgerError(f'ledger_url {self.location} is not a valid PostgreSQL connection URI: {exc}') from None
+            raise LedgerError(
+                f'ledger_url {self.location} is not a valid PostgreSQL connection URI: {self._describe(exc)}'
+            ) from None
         settings = {
             'connect_timeout': str(CONNECT_TIMEOUT_SECONDS),
             'application_name': 'temperstack.alerting',
@@ -146,8 +178,11 @@ class PostgresLedger(Ledger):
             'keepalives_idle': '10',
             'keepalives_interval': '5',
             'keepalives_count': '3',
+            # ... and one that stops acknowledging what is sent to it, in 10 s.
+            'tcp_user_timeout': '10000',
         }
         settings.update({name: str(value) for name, value in given.items() if value is not None})
+        settings['connect_timeout'] = str(_bounded_connect_timeout(settings['connect_timeout']))
         options = [
             f'-c statement_timeout={STATEMENT_TIMEOUT_MS}',
             f'-c lock_timeout={LOCK_TIMEOUT_MS}',
@@ -160,7 +195,8 @@ class PostgresLedger(Ledger):
 
     def _connect(self) -> t.Any:
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True)
+            # No server-side prepared statements: they would not survive a pooler (PgBouncer) in transaction mode.
+            conn = psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
         except psycopg.OperationalError as exc:
             raise LedgerUnreachable(f'the ledger at {self.location} is unreachable: {self._describe(exc)}') from None
         except psycopg.Error as exc:
@@ -211,9 +247,11 @@ class PostgresLedger(Ledger):
         return int(row[0]) if row else None
 
     def _describe(self, exc: BaseException) -> str:
-        # libpq's messages name host and port, never the password; masked anyway, in case a URL is quoted back.
+        # libpq quotes a URI it cannot parse whole, password and all.
         text = ' '.join(str(exc).split()) or type(exc).__name__
-        return text.replace(self.spec, self.location)
+        for secret in _passwords(self.spec):
+            text = text.replace(secret, MASK)
+        return text
 
     def close(self) -> None:
         self._conn.close()
@@ -235,8 +273,9 @@ class PostgresLedger(Ledger):
             raise self._failure(exc) from None
 
     def _failure(self, exc: BaseException) -> LedgerError:
-        if isinstance(exc, psycopg.errors.QueryCanceled):
-            return LedgerError(f'the ledger at {self.location} did not answer in time: {self._describe(exc)}')
+        # A server that takes longer than the statement or lock timeout is as good as down for an alert that is due.
+        if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)):
+            return LedgerUnreachable(f'the ledger at {self.location} did not answer in time: {self._describe(exc)}')
         if isinstance(exc, psycopg.OperationalError) and (self._conn.broken or self._conn.closed):
             return LedgerUnreachable(f'the ledger at {self.location} is unreachable: {self._describe(exc)}')
         return LedgerError(f'the ledger at {self.location} failed: {self._describe(exc)}')
@@ -317,10 +356,11 @@ class PostgresLedger(Ledger):
     def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], updated: float | None = None) -> None:
         self._conn.execute(
             f'INSERT INTO {SCHEMA}.alerts (endpoint, alert_id, status, fingerprint, payload, hosts, updated) '
-            f'VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW})) ON CONFLICT (endpoint, alert_id) DO UPDATE SET '
+            'VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (endpoint, alert_id) DO UPDATE SET '
             'status = excluded.status, fingerprint = excluded.fingerprint, payload = excluded.payload, '
             'hosts = excluded.hosts, updated = excluded.updated',
-            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts), updated),
+            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+             time.time() if updated is None else updated),
         )
 
     def _insert_entry(
@@ -330,10 +370,10 @@ class PostgresLedger(Ledger):
         token, owner, lease = hold
         row = self._conn.execute(
             f'INSERT INTO {SCHEMA}.outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued, '
-            f'hold_token, hold_owner, hold_until) VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW}), %s, %s, '
+            f'hold_token, hold_owner, hold_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, '
             f'{_NOW} + %s) RETURNING seq',
             (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
-             queued, token, owner, lease),
+             time.time() if queued is None else queued, token, owner, lease),
         ).fetchone()
         return int(row[0])
 
