@@ -19,6 +19,7 @@ from ._alert import STATUS_ALARM, STATUS_OK, Alert
 from ._client import RETRY_AFTER_CAP, Acknowledgement, SendError, TemperstackClient
 from ._endpoint import Endpoint
 from ._ledger import Claim, Ledger, LedgerError, Queued, Record
+from ._silences import silencing
 
 # How many deliveries to one endpoint the background sender runs at once when a backlog waits. Sent one after
 # another, a failure storm of 2,000 alerts at 100 ms per request takes 200 s, far beyond flush_timeout; 16 at
@@ -37,6 +38,10 @@ class Outcome(t.NamedTuple):
     withheld: bool = False
     # Why a send that Temperstack acknowledged could not be recorded (the next decision may send it again).
     unrecorded: str = ''
+    # The silence that withheld this Alarm (or whose withheld Alarm this OK resolved before it was ever sent).
+    silenced: str = ''
+    # Flap damping: this status has been stated N times in a row, fewer than the M it takes ("N of M").
+    damped: str = ''
 
 
 def is_news(alert: Alert, known: Record | None) -> bool:
@@ -61,20 +66,34 @@ def dispatch(
     check_mode: bool = False,
     warn: t.Callable[[str], None] | None = None,
     only_if_raised: bool = False,
+    hosts: t.Sequence[str] = (),
+    damping: tuple[int, int] = (1, 1),
 ) -> Outcome:
     """Send ``alert`` if it is news (or ``force``), and record it once Temperstack acknowledged it.
 
     With ``only_if_raised``, an OK is sent only for an alert on record as Alarm (``force`` does not
     override that); otherwise it is withheld, and nothing is sent or recorded.
+    ``damping`` is (failures before an Alarm, successes before an OK): a status stated fewer times in a row than
+    that is not sent yet. An Alarm that an active silence covers (by alert id, resource id or ``hosts``) is
+    withheld and remembered as withheld; an OK for an alert whose Alarm was withheld and never sent sends nothing.
     Raises ``SendError`` when Temperstack did not acknowledge it; the ledger is then unchanged. When Temperstack
     acknowledged it but the ledger could not record it, the outcome says so in ``unrecorded``.
     """
-    previous = ledger.lookup(endpoint.ledger_key, alert.alert_id)
+    key = endpoint.ledger_key
+    previous = ledger.lookup(key, alert.alert_id)
     withheld = is_withheld(alert, previous, only_if_raised)
     # An entry the callback queued but could not deliver is what Temperstack is about to hold, not what it
     # holds: the task delivers it, and its own alert if that still differs.
     pending = previous is not None and previous.pending
     wanted = pending or (not withheld and (force or is_news(alert, previous)))
+    if damping != (1, 1) and not force:
+        damped = _damped(ledger, key, alert, damping, check_mode)
+        if damped and wanted and not pending:
+            return Outcome(alert, previous, changed=False, damped=damped)
+    if wanted and not pending:
+        held_back = _held_back(ledger, key, alert, previous, hosts, check_mode)
+        if held_back:
+            return Outcome(alert, previous, changed=False, silenced=held_back)
     if check_mode or not wanted:
         return Outcome(alert, previous, changed=wanted, withheld=withheld)
 
@@ -97,6 +116,36 @@ def dispatch(
         except LedgerError as exc:
             return Outcome(alert, current, True, True, ack.http_status, ack.attempts, unrecorded=str(exc))
     return Outcome(alert, current, True, True, ack.http_status, ack.attempts)
+
+
+def _damped(ledger: Ledger, key: str, alert: Alert, damping: tuple[int, int], check_mode: bool) -> str:
+    """'N of M' while ``alert``'s status has been stated fewer than the M times in a row it takes; '' once it has."""
+    needed = damping[0] if alert.status == STATUS_ALARM else damping[1]
+    # Every decision counts, so that a status that changes starts the other count afresh.
+    in_a_row = ledger.streak(key, alert.alert_id, alert.status, count=not check_mode)
+    return f'{in_a_row} of {needed}' if in_a_row < needed else ''
+
+
+def _held_back(
+    ledger: Ledger, key: str, alert: Alert, previous: Record | None, hosts: t.Sequence[str], check_mode: bool,
+) -> str:
+    """The silence that keeps this alert from Temperstack, if one does: see ``dispatch``."""
+    if alert.status == STATUS_ALARM:
+        silence = silencing(ledger.silences(), alert.alert_id, alert.payload.get('resource_id'), hosts)
+        if silence is None:
+            return ''
+        if not check_mode:
+            ledger.withhold(key, alert, hosts, silence.name)
+        return silence.name
+    if previous is not None and previous.status == STATUS_ALARM:
+        return ''
+    unsent = ledger.withheld(key, alert.alert_id)
+    if not unsent:
+        return ''
+    # Temperstack never heard of this Alarm, so there is nothing to resolve; it is no longer the last stated status.
+    if not check_mode:
+        ledger.forget_withheld(key, alert.alert_id)
+    return unsent[0].silence
 
 
 def send_outbox(

@@ -32,7 +32,7 @@ from ._endpoint import MASK
 
 DEFAULT_LEDGER_PATH = os.path.join('~', '.ansible', 'temperstack', 'ledger.sqlite3')
 LEDGER_PATH_ENV = 'TEMPERSTACK_LEDGER_PATH'
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Resolved alerts are forgotten after this long; forgetting one only means a later OK for it is resent.
 RETENTION_SECONDS = 90 * 24 * 3600
 PRUNE_INTERVAL_SECONDS = 24 * 3600
@@ -76,12 +76,40 @@ CREATE TABLE IF NOT EXISTS outbox (
     queued REAL NOT NULL,
     hold_token TEXT,
     hold_owner TEXT,
-    hold_until REAL
+    hold_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_by_endpoint ON outbox (endpoint, seq);
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS silences (
+    name TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts REAL NOT NULL,
+    ends REAL NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS withheld (
+    endpoint TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    silence TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    hosts TEXT NOT NULL DEFAULT '[]',
+    updated REAL NOT NULL,
+    PRIMARY KEY (endpoint, alert_id)
+);
+CREATE TABLE IF NOT EXISTS streaks (
+    endpoint TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (endpoint, alert_id)
 );
 """
 # From schema 1: failures held by a running playbook (see Ledger.hold).
@@ -91,6 +119,10 @@ _MIGRATIONS = {
         'ALTER TABLE outbox ADD COLUMN hold_owner TEXT',
         'ALTER TABLE outbox ADD COLUMN hold_until REAL',
         "ALTER TABLE claims ADD COLUMN holder TEXT NOT NULL DEFAULT ''",
+    ),
+    # From schema 2: failed delivery attempts per outbox entry (silences, withheld Alarms and streaks are new tables).
+    2: (
+        'ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0',
     ),
 }
 # An outbox entry is deliverable unless a live run still holds it.
@@ -138,6 +170,38 @@ class Queued(t.NamedTuple):
     seq: int
     alert: Alert
     hosts: tuple[str, ...] = ()
+
+
+class Entry(t.NamedTuple):
+    """An outbox entry as an operator sees it (``entries``)."""
+
+    endpoint: str
+    seq: int
+    alert: Alert
+    hosts: tuple[str, ...]
+    queued: float
+    attempts: int
+    held: bool
+
+
+class Silence(t.NamedTuple):
+    """A maintenance window: while it lasts, the Alarms of the alerts it matches are withheld (see _silences)."""
+
+    name: str
+    alert_ids: tuple[str, ...] = ()
+    resource_ids: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    starts: float = 0.0
+    ends: float = 0.0
+    comment: str = ''
+    created: float = 0.0
+
+
+class Withheld(t.NamedTuple):
+    """An Alarm a silence kept from Temperstack: the alert's last stated status, never sent."""
+
+    silence: str
+    record: Record
 
 
 def default_ledger_path(environ: t.Mapping[str, str] | None = None) -> str:
@@ -284,7 +348,7 @@ class Ledger:
         return self._guard(self._delivered, endpoint, queued, claim)
 
     def prune(self, retention: float = RETENTION_SECONDS, now: float | None = None) -> int:
-        """Forget resolved alerts older than ``retention`` seconds; returns how many were forgotten."""
+        """Forget resolved alerts older than ``retention`` seconds, and ended silences; returns how many alerts."""
         return self._guard(self._prune, retention, time.time() if now is None else now)
 
     def prune_if_due(self) -> None:
@@ -306,6 +370,49 @@ class Ledger:
         export twice adopts nothing the second time. Returns whether it was taken in.
         """
         return self._guard(self._adopt, endpoint, record)
+
+    def records(self, endpoint: str) -> list[Record]:
+        """Every acknowledged record of ``endpoint``, by alert id (outbox entries aside: see ``entries``)."""
+        return self._guard(self._records, endpoint)
+
+    def entries(self) -> list[Entry]:
+        """Every outbox entry, of every endpoint, held ones included, oldest first."""
+        return self._guard(self._entries)
+
+    def attempted(self, seq: int) -> None:
+        """Count a failed attempt to deliver outbox entry ``seq``."""
+        self._guard(self._attempted, seq)
+
+    def put_silence(self, silence: Silence) -> bool:
+        """Create or replace a silence by its name; returns whether anything changed."""
+        return self._guard(self._put_silence, silence)
+
+    def remove_silence(self, name: str) -> bool:
+        """Delete a silence; returns whether there was one."""
+        return self._guard(self._remove_silence, name)
+
+    def silences(self) -> list[Silence]:
+        """Every silence, by name, ended ones that are not yet pruned included."""
+        return self._guard(self._silences)
+
+    def withhold(self, endpoint: str, alert: Alert, hosts: t.Iterable[str], silence: str) -> None:
+        """Remember an Alarm that ``silence`` kept from Temperstack, so that it goes out once the silence ends."""
+        self._guard(self._withhold, endpoint, alert, tuple(hosts), silence)
+
+    def withheld(self, endpoint: str, alert_id: str | None = None) -> list[Withheld]:
+        """The withheld Alarms of ``endpoint`` (only ``alert_id``'s, if given)."""
+        return self._guard(self._withheld, endpoint, alert_id)
+
+    def forget_withheld(self, endpoint: str, alert_id: str) -> bool:
+        """Drop the withheld Alarm of ``alert_id`` (sent now, or resolved before it was ever sent)."""
+        return self._guard(self._forget_withheld, endpoint, alert_id)
+
+    def streak(self, endpoint: str, alert_id: str, status: str, count: bool = True) -> int:
+        """Count one more decision of ``status`` in a row for ``alert_id``; returns how many in a row so far.
+
+        With ``count=False`` (check mode) nothing is written: it returns what counting would have returned.
+        """
+        return self._guard(self._streak, endpoint, alert_id, status, count)
 
     def newest(self, endpoint: str, alert_id: str) -> float | None:
         """When the newest record or outbox entry of ``alert_id`` was written (None: the ledger has neither)."""
@@ -379,6 +486,36 @@ class Ledger:
         raise NotImplementedError
 
     def _newest(self, endpoint: str, alert_id: str) -> float | None:
+        raise NotImplementedError
+
+    def _records(self, endpoint: str) -> list[Record]:
+        raise NotImplementedError
+
+    def _entries(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def _attempted(self, seq: int) -> None:
+        raise NotImplementedError
+
+    def _put_silence(self, silence: Silence) -> bool:
+        raise NotImplementedError
+
+    def _remove_silence(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def _silences(self) -> list[Silence]:
+        raise NotImplementedError
+
+    def _withhold(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], silence: str) -> None:
+        raise NotImplementedError
+
+    def _withheld(self, endpoint: str, alert_id: str | None) -> list[Withheld]:
+        raise NotImplementedError
+
+    def _forget_withheld(self, endpoint: str, alert_id: str) -> bool:
+        raise NotImplementedError
+
+    def _streak(self, endpoint: str, alert_id: str, status: str, count: bool) -> int:
         raise NotImplementedError
 
 
@@ -629,6 +766,7 @@ class SqliteLedger(Ledger):
         with _immediate(self._conn):
             self._fence(claim)
             self._upsert(endpoint, alert, hosts)
+            self._sent_at_last(endpoint, alert.alert_id)
 
     def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], updated: float | None = None) -> None:
         self._conn.execute(
@@ -637,6 +775,10 @@ class SqliteLedger(Ledger):
             (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
              time.time() if updated is None else updated),
         )
+
+    def _sent_at_last(self, endpoint: str, alert_id: str) -> None:
+        # What Temperstack now holds is the alert's last stated status: an Alarm a silence withheld is history.
+        self._conn.execute('DELETE FROM withheld WHERE endpoint = ? AND alert_id = ?', (endpoint, alert_id))
 
     def _insert_entry(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], hold: tuple[t.Any, ...] = (None,) * 3) -> int:
         cursor = self._conn.execute(
@@ -708,6 +850,7 @@ class SqliteLedger(Ledger):
             if self._conn.execute('DELETE FROM outbox WHERE seq = ?', (queued.seq,)).rowcount != 1:
                 return False
             self._upsert(endpoint, queued.alert, queued.hosts)
+            self._sent_at_last(endpoint, queued.alert.alert_id)
             return True
 
     def _prune(self, retention: float, now: float) -> int:
@@ -715,7 +858,10 @@ class SqliteLedger(Ledger):
             cursor = self._conn.execute(
                 "DELETE FROM alerts WHERE status = 'OK' AND updated < ?", (now - retention,)
             )
-            self._conn.execute('DELETE FROM claims WHERE expires < ?', (now,))
+            # A live claim is never pruned, whatever ``now`` a caller passes: its holder may be sending right now.
+            self._conn.execute('DELETE FROM claims WHERE expires < ?', (time.time(),))
+            self._conn.execute('DELETE FROM silences WHERE ends < ?', (now,))
+            self._conn.execute('DELETE FROM streaks WHERE updated < ?', (now - retention,))
             self._conn.execute(
                 "INSERT OR REPLACE INTO meta (name, value) VALUES ('last_prune', ?)", (repr(now),)
             )
@@ -768,6 +914,104 @@ class SqliteLedger(Ledger):
                 self._conn.execute('DELETE FROM alerts WHERE endpoint = ? AND alert_id = ?', (endpoint, alert_id))
             else:
                 self._conn.execute('DELETE FROM outbox WHERE seq = ?', (seq,))
+
+    # -- day-2: what is open, silences, withheld Alarms, streaks ---------------------------------------------------
+
+    def _records(self, endpoint: str) -> list[Record]:
+        rows = self._conn.execute(
+            'SELECT alert_id, status, fingerprint, payload, updated, hosts FROM alerts WHERE endpoint = ? ORDER BY alert_id',
+            (endpoint,),
+        ).fetchall()
+        return [Record(row[0], row[1], row[2], json.loads(row[3]), row[4], False, tuple(json.loads(row[5]))) for row in rows]
+
+    def _entries(self) -> list[Entry]:
+        attempts = 'attempts' if self._holds else '0'
+        held = f'hold_until IS NOT NULL AND hold_until > {time.time()!r}' if self._holds else '0'
+        rows = self._conn.execute(
+            f'SELECT endpoint, seq, payload, hosts, queued, {attempts}, {held} FROM outbox ORDER BY seq'
+        ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def _attempted(self, seq: int) -> None:
+        with _immediate(self._conn):
+            self._conn.execute('UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?', (seq,))
+
+    def _put_silence(self, silence: Silence) -> bool:
+        with _immediate(self._conn):
+            self._conn.execute('DELETE FROM silences WHERE ends < ?', (time.time(),))
+            row = self._conn.execute(
+                'SELECT matchers, starts, ends, comment FROM silences WHERE name = ?', (silence.name,)
+            ).fetchone()
+            if row is not None and tuple(row) == _silence_row(silence)[1:5]:
+                return False
+            self._conn.execute(
+                'INSERT OR REPLACE INTO silences (name, matchers, starts, ends, comment, created) VALUES (?, ?, ?, ?, ?, ?)',
+                _silence_row(silence),
+            )
+            return True
+
+    def _remove_silence(self, name: str) -> bool:
+        with _immediate(self._conn):
+            self._conn.execute('DELETE FROM silences WHERE ends < ? AND name <> ?', (time.time(), name))
+            return self._conn.execute('DELETE FROM silences WHERE name = ?', (name,)).rowcount == 1
+
+    def _silences(self) -> list[Silence]:
+        if not self._has_table('silences'):
+            return []
+        rows = self._conn.execute(
+            'SELECT name, matchers, starts, ends, comment, created FROM silences ORDER BY name'
+        ).fetchall()
+        return [_silence(row) for row in rows]
+
+    def _withhold(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], silence: str) -> None:
+        with _immediate(self._conn):
+            self._conn.execute(
+                'INSERT OR REPLACE INTO withheld (endpoint, alert_id, silence, status, fingerprint, payload, hosts, updated) '
+                'VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                (endpoint, alert.alert_id, silence, alert.status, alert.fingerprint, _dumps(alert.payload),
+                 _dumps(hosts), time.time()),
+            )
+
+    def _withheld(self, endpoint: str, alert_id: str | None) -> list[Withheld]:
+        if not self._has_table('withheld'):
+            return []
+        where, args = ('endpoint = ?', (endpoint,)) if alert_id is None else (
+            'endpoint = ? AND alert_id = ?', (endpoint, alert_id))
+        rows = self._conn.execute(
+            f'SELECT silence, alert_id, status, fingerprint, payload, updated, hosts FROM withheld WHERE {where} '
+            'ORDER BY alert_id',
+            args,
+        ).fetchall()
+        return [_withheld(row) for row in rows]
+
+    def _forget_withheld(self, endpoint: str, alert_id: str) -> bool:
+        with _immediate(self._conn):
+            return self._conn.execute(
+                'DELETE FROM withheld WHERE endpoint = ? AND alert_id = ?', (endpoint, alert_id)
+            ).rowcount == 1
+
+    def _streak(self, endpoint: str, alert_id: str, status: str, count: bool) -> int:
+        if not count:
+            if not self._has_table('streaks'):
+                return 1
+            row = self._conn.execute(
+                'SELECT status, count FROM streaks WHERE endpoint = ? AND alert_id = ?', (endpoint, alert_id)
+            ).fetchone()
+            return row[1] + 1 if row is not None and row[0] == status else 1
+        with _immediate(self._conn):
+            row = self._conn.execute(
+                'SELECT status, count FROM streaks WHERE endpoint = ? AND alert_id = ?', (endpoint, alert_id)
+            ).fetchone()
+            in_a_row = row[1] + 1 if row is not None and row[0] == status else 1
+            self._conn.execute(
+                'INSERT OR REPLACE INTO streaks (endpoint, alert_id, status, count, updated) VALUES (?, ?, ?, ?, ?)',
+                (endpoint, alert_id, status, in_a_row, time.time()),
+            )
+            return in_a_row
+
+    def _has_table(self, name: str) -> bool:
+        # A read-only view of an older ledger lacks the newer tables: they read as empty.
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def is_url(spec: str | None) -> bool:
@@ -967,6 +1211,8 @@ def _empty_ledger() -> sqlite3.Connection:
     """An empty ledger in memory: what check mode reads when there is no ledger on disk yet."""
     conn = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)
     _create_schema(conn)
+    # Read-only like a ledger opened from disk in check mode: a write is an error, not a change nobody sees.
+    conn.execute('PRAGMA query_only=ON')
     return conn
 
 
@@ -1026,6 +1272,30 @@ def copy_ledger(
         if move and not dry_run:
             source.forget(endpoint, record.alert_id, seq)
     return Copied(records, entries, tuple(sorted(alert_ids)))
+
+
+def _entry(row: t.Sequence[t.Any]) -> Entry:
+    endpoint, seq, payload, hosts, queued, attempts, held = row
+    return Entry(endpoint, seq, Alert(json.loads(payload)), tuple(json.loads(hosts)), queued, int(attempts), bool(held))
+
+
+def _silence_row(silence: Silence) -> tuple[t.Any, ...]:
+    matchers = {'alert_id': list(silence.alert_ids), 'resource_id': list(silence.resource_ids), 'hosts': list(silence.hosts)}
+    return (silence.name, _dumps(matchers), silence.starts, silence.ends, silence.comment, silence.created or time.time())
+
+
+def _silence(row: t.Sequence[t.Any]) -> Silence:
+    name, matchers, starts, ends, comment, created = row
+    found = json.loads(matchers)
+    return Silence(
+        name, tuple(found.get('alert_id', ())), tuple(found.get('resource_id', ())), tuple(found.get('hosts', ())),
+        starts, ends, comment, created,
+    )
+
+
+def _withheld(row: t.Sequence[t.Any]) -> Withheld:
+    silence, alert_id, status, fingerprint, payload, updated, hosts = row
+    return Withheld(silence, Record(alert_id, status, fingerprint, json.loads(payload), updated, False, tuple(json.loads(hosts))))
 
 
 def _dumps(value: t.Any) -> str:

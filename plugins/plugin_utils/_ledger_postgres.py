@@ -29,14 +29,21 @@ from ._ledger import (
     PRUNE_INTERVAL_SECONDS,
     RETENTION_SECONDS,
     Claim,
+    Entry,
     Ledger,
     LedgerError,
     LedgerUnreachable,
     LeaseLost,
     Queued,
     Record,
+    Silence,
+    Withheld,
     _dumps,
+    _entry,
     _exported,
+    _silence,
+    _silence_row,
+    _withheld,
     _is_gone,
     mask_url,
     this_process,
@@ -101,10 +108,38 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.outbox (
     queued double precision NOT NULL,
     hold_token text,
     hold_owner text,
-    hold_until double precision
+    hold_until double precision,
+    attempts integer NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_by_alert ON {SCHEMA}.outbox (endpoint, alert_id, seq);
 CREATE INDEX IF NOT EXISTS outbox_by_hold ON {SCHEMA}.outbox (hold_token) WHERE hold_token IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {SCHEMA}.silences (
+    name text PRIMARY KEY,
+    matchers text NOT NULL,
+    starts double precision NOT NULL,
+    ends double precision NOT NULL,
+    comment text NOT NULL DEFAULT '',
+    created double precision NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.withheld (
+    endpoint text NOT NULL,
+    alert_id text NOT NULL,
+    silence text NOT NULL,
+    status text NOT NULL,
+    fingerprint text NOT NULL,
+    payload text NOT NULL,
+    hosts text NOT NULL DEFAULT '[]',
+    updated double precision NOT NULL,
+    PRIMARY KEY (endpoint, alert_id)
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.streaks (
+    endpoint text NOT NULL,
+    alert_id text NOT NULL,
+    status text NOT NULL,
+    count integer NOT NULL,
+    updated double precision NOT NULL,
+    PRIMARY KEY (endpoint, alert_id)
+);
 INSERT INTO {SCHEMA}.meta (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (name) DO NOTHING;
 """
 
@@ -352,6 +387,7 @@ class PostgresLedger(Ledger):
         with self._conn.transaction():
             self._fence(claim)
             self._upsert(endpoint, alert, hosts)
+            self._sent_at_last(endpoint, alert.alert_id)
 
     def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], updated: float | None = None) -> None:
         self._conn.execute(
@@ -362,6 +398,10 @@ class PostgresLedger(Ledger):
             (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
              time.time() if updated is None else updated),
         )
+
+    def _sent_at_last(self, endpoint: str, alert_id: str) -> None:
+        # What Temperstack now holds is the alert's last stated status: an Alarm a silence withheld is history.
+        self._conn.execute(f'DELETE FROM {SCHEMA}.withheld WHERE endpoint = %s AND alert_id = %s', (endpoint, alert_id))
 
     def _insert_entry(
         self, endpoint: str, alert: Alert, hosts: tuple[str, ...], hold: tuple[t.Any, ...] = (None, None, None),
@@ -440,6 +480,7 @@ class PostgresLedger(Ledger):
             if self._conn.execute(f'DELETE FROM {SCHEMA}.outbox WHERE seq = %s', (queued.seq,)).rowcount != 1:
                 return False
             self._upsert(endpoint, queued.alert, queued.hosts)
+            self._sent_at_last(endpoint, queued.alert.alert_id)
             return True
 
     def _prune(self, retention: float, now: float) -> int:
@@ -448,6 +489,8 @@ class PostgresLedger(Ledger):
                 f"DELETE FROM {SCHEMA}.alerts WHERE status = 'OK' AND updated < %s", (now - retention,)
             )
             self._conn.execute(f'DELETE FROM {SCHEMA}.claims WHERE expires < {_NOW}')
+            self._conn.execute(f'DELETE FROM {SCHEMA}.silences WHERE ends < %s', (now,))
+            self._conn.execute(f'DELETE FROM {SCHEMA}.streaks WHERE updated < %s', (now - retention,))
             self._conn.execute(
                 f"INSERT INTO {SCHEMA}.meta (name, value) VALUES ('last_prune', %s) "
                 'ON CONFLICT (name) DO UPDATE SET value = excluded.value',
@@ -500,3 +543,94 @@ class PostgresLedger(Ledger):
             f'UNION ALL SELECT queued FROM {SCHEMA}.outbox WHERE endpoint = %s AND alert_id = %s) AS known',
             (endpoint, alert_id, endpoint, alert_id),
         ).fetchone()[0]
+
+    # -- day-2: what is open, silences, withheld Alarms, streaks ---------------------------------------------------
+
+    def _records(self, endpoint: str) -> list[Record]:
+        if self._absent:
+            return []
+        rows = self._conn.execute(
+            f'SELECT alert_id, status, fingerprint, payload, updated, hosts FROM {SCHEMA}.alerts WHERE endpoint = %s '
+            'ORDER BY alert_id',
+            (endpoint,),
+        ).fetchall()
+        return [Record(row[0], row[1], row[2], json.loads(row[3]), row[4], False, tuple(json.loads(row[5]))) for row in rows]
+
+    def _entries(self) -> list[Entry]:
+        if self._absent:
+            return []
+        rows = self._conn.execute(
+            f'SELECT endpoint, seq, payload, hosts, queued, attempts, NOT {_DELIVERABLE} FROM {SCHEMA}.outbox ORDER BY seq'
+        ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def _attempted(self, seq: int) -> None:
+        self._conn.execute(f'UPDATE {SCHEMA}.outbox SET attempts = attempts + 1 WHERE seq = %s', (seq,))
+
+    def _put_silence(self, silence: Silence) -> bool:
+        row = _silence_row(silence)
+        with self._conn.transaction():
+            self._conn.execute(f'DELETE FROM {SCHEMA}.silences WHERE ends < %s', (time.time(),))
+            return self._conn.execute(
+                f'INSERT INTO {SCHEMA}.silences AS s (name, matchers, starts, ends, comment, created) '
+                'VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET matchers = excluded.matchers, '
+                'starts = excluded.starts, ends = excluded.ends, comment = excluded.comment, created = excluded.created '
+                'WHERE (s.matchers, s.starts, s.ends, s.comment) IS DISTINCT FROM '
+                '(excluded.matchers, excluded.starts, excluded.ends, excluded.comment)',
+                row,
+            ).rowcount == 1
+
+    def _remove_silence(self, name: str) -> bool:
+        with self._conn.transaction():
+            self._conn.execute(f'DELETE FROM {SCHEMA}.silences WHERE ends < %s AND name <> %s', (time.time(), name))
+            return self._conn.execute(f'DELETE FROM {SCHEMA}.silences WHERE name = %s', (name,)).rowcount == 1
+
+    def _silences(self) -> list[Silence]:
+        if self._absent:
+            return []
+        rows = self._conn.execute(
+            f'SELECT name, matchers, starts, ends, comment, created FROM {SCHEMA}.silences ORDER BY name'
+        ).fetchall()
+        return [_silence(row) for row in rows]
+
+    def _withhold(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], silence: str) -> None:
+        self._conn.execute(
+            f'INSERT INTO {SCHEMA}.withheld (endpoint, alert_id, silence, status, fingerprint, payload, hosts, updated) '
+            'VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (endpoint, alert_id) DO UPDATE SET '
+            'silence = excluded.silence, status = excluded.status, fingerprint = excluded.fingerprint, '
+            'payload = excluded.payload, hosts = excluded.hosts, updated = excluded.updated',
+            (endpoint, alert.alert_id, silence, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+             time.time()),
+        )
+
+    def _withheld(self, endpoint: str, alert_id: str | None) -> list[Withheld]:
+        if self._absent:
+            return []
+        where, args = ('endpoint = %s', (endpoint,)) if alert_id is None else (
+            'endpoint = %s AND alert_id = %s', (endpoint, alert_id))
+        rows = self._conn.execute(
+            f'SELECT silence, alert_id, status, fingerprint, payload, updated, hosts FROM {SCHEMA}.withheld '
+            f'WHERE {where} ORDER BY alert_id',
+            args,
+        ).fetchall()
+        return [_withheld(row) for row in rows]
+
+    def _forget_withheld(self, endpoint: str, alert_id: str) -> bool:
+        return self._conn.execute(
+            f'DELETE FROM {SCHEMA}.withheld WHERE endpoint = %s AND alert_id = %s', (endpoint, alert_id)
+        ).rowcount == 1
+
+    def _streak(self, endpoint: str, alert_id: str, status: str, count: bool) -> int:
+        if not count:
+            known = None if self._absent else self._conn.execute(
+                f'SELECT status, count FROM {SCHEMA}.streaks WHERE endpoint = %s AND alert_id = %s', (endpoint, alert_id)
+            ).fetchone()
+            return known[1] + 1 if known is not None and known[0] == status else 1
+        row = self._conn.execute(
+            f'INSERT INTO {SCHEMA}.streaks AS s (endpoint, alert_id, status, count, updated) VALUES (%s, %s, %s, 1, %s) '
+            'ON CONFLICT (endpoint, alert_id) DO UPDATE SET '
+            'count = CASE WHEN s.status = excluded.status THEN s.count + 1 ELSE 1 END, '
+            'status = excluded.status, updated = excluded.updated RETURNING count',
+            (endpoint, alert_id, status, time.time()),
+        ).fetchone()
+        return int(row[0])
