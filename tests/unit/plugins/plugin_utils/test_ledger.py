@@ -388,9 +388,11 @@ def test_missing_ledger_read_only_writes_nothing(tmp_path, endpoint, make_alert)
     with SqliteLedger(str(path), read_only=True) as ledger:
         assert ledger.lookup(endpoint.ledger_key, make_alert().alert_id) is None
         assert ledger.pending(endpoint.ledger_key) == []
-        ledger.record(endpoint.ledger_key, make_alert())
-        with ledger.claim(endpoint.ledger_key, make_alert().alert_id, lease=1):
-            pass
+        # Refused, as by a ledger opened read-only from disk (and by PostgreSQL's): never a change nobody sees.
+        with pytest.raises(LedgerError):
+            ledger.record(endpoint.ledger_key, make_alert())
+        with pytest.raises(LedgerError):
+            ledger.try_claim(endpoint.ledger_key, make_alert().alert_id, lease=1)
     assert sorted(os.listdir(tmp_path)) == before
     assert not path.parent.exists()
 
