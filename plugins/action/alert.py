@@ -69,6 +69,8 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     'ledger_url': {'type': 'str', 'no_log': True, 'fallback': (env_fallback, ['TEMPERSTACK_LEDGER_URL'])},
     'force': {'type': 'bool', 'default': False},
     'only_if_raised': {'type': 'bool', 'default': False},
+    'failures_before_alarm': {'type': 'int', 'default': 1},
+    'successes_before_ok': {'type': 'int', 'default': 1},
 }
 
 
@@ -88,7 +90,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f'{_non_finite(self._task.args)} must be a finite number ({exc})') from None
         warnings: list[str] = []
         try:
-            outcome = self._deliver(args, warnings)
+            outcome = self._deliver(args, warnings, (task_vars or {}).get('inventory_hostname'))
         except (AlertValidationError, EndpointError, LedgerError) as exc:
             result.update(failed=True, msg=str(exc), sent=False, http_status=None, attempts=0)
         except SendError as exc:
@@ -104,9 +106,10 @@ class ActionModule(ActionBase):
             result['warnings'] = warnings
         return result
 
-    def _deliver(self, args: dict[str, t.Any], warnings: list[str]) -> Outcome:
+    def _deliver(self, args: dict[str, t.Any], warnings: list[str], host: str | None) -> Outcome:
         # Everything is validated before the ledger is opened or a request is made.
         alert = build_alert(args)
+        damping = (_at_least_one(args, 'failures_before_alarm'), _at_least_one(args, 'successes_before_ok'))
         endpoint = resolve_endpoint(args)
         client = TemperstackClient(
             endpoint,
@@ -130,6 +133,8 @@ class ActionModule(ActionBase):
                 check_mode=check_mode,
                 warn=warnings.append,
                 only_if_raised=args['only_if_raised'],
+                hosts=(host,) if host else (),
+                damping=damping,
             )
 
         try:
@@ -180,6 +185,12 @@ def _ledger(spec: str, warn: t.Callable[[str], None], check_mode: bool) -> t.Ite
         raise
 
 
+def _at_least_one(args: t.Mapping[str, t.Any], name: str) -> int:
+    if args[name] < 1:
+        raise AlertValidationError(f'{name} must be 1 or more (1 sends at the first time, as without it); got {args[name]}')
+    return int(args[name])
+
+
 def _non_finite(args: t.Mapping[str, t.Any]) -> str:
     names = sorted(name for name, value in args.items() if isinstance(value, float) and not math.isfinite(value))
     return ' and '.join(names) or 'every number'
@@ -198,6 +209,10 @@ def _outcome_result(outcome: Outcome, diff: bool) -> dict[str, t.Any]:
         'attempts': outcome.attempts,
         'msg': _summary(outcome),
     }
+    if outcome.silenced:
+        result['silenced'] = outcome.silenced
+    if outcome.damped:
+        result['damped'] = outcome.damped
     if diff:
         before = {'status': previous.status, 'payload': previous.payload} if previous else {}
         result['diff'] = {
@@ -205,13 +220,21 @@ def _outcome_result(outcome: Outcome, diff: bool) -> dict[str, t.Any]:
             'after_header': f'Temperstack alert {alert.alert_id}',
             'before': before,
             # A withheld OK leaves Temperstack as it was.
-            'after': dict(before) if outcome.withheld else {'status': alert.status, 'payload': dict(alert.payload)},
+            'after': dict(before) if outcome.withheld or outcome.silenced or outcome.damped
+            else {'status': alert.status, 'payload': dict(alert.payload)},
         }
     return result
 
 
 def _summary(outcome: Outcome) -> str:
     alert_id, status = outcome.alert.alert_id, outcome.alert.status
+    if outcome.damped:
+        return f'{status} not sent for alert {alert_id} yet: stated {outcome.damped} times in a row'
+    if outcome.silenced and status == 'OK':
+        return (f'OK not sent for alert {alert_id}: its Alarm was withheld by silence {outcome.silenced} and never '
+                'reached Temperstack, so there is nothing to resolve')
+    if outcome.silenced:
+        return f'Alarm withheld for alert {alert_id} by silence {outcome.silenced}; it is sent if still stated once the silence ends'
     if outcome.withheld:
         withheld = f'OK not sent for alert {alert_id}: it is not on record as Alarm (only_if_raised)'
         if outcome.sent:

@@ -215,6 +215,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     this_process,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import SenderProcess
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._silences import silencing
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import (
     NO_LOG_MESSAGE,
     AlertSettings,
@@ -250,6 +251,8 @@ class CallbackModule(CallbackBase):
         # This run's held failures (see _hold): the token that marks them, and per alert when it last wrote one.
         self._run_token = uuid.uuid4().hex
         self._held: dict[str, float] = {}
+        # Alarms this run did not send because a silence covered them: alert id -> the silence's name.
+        self._silenced: dict[str, str] = {}
         self._ended = False
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -490,10 +493,9 @@ class CallbackModule(CallbackBase):
 
     def _hold_unit(self, ledger: Ledger, unit: t.Any) -> None:
         known = ledger.lookup(self._endpoint_key, unit.alert_id)
-        ledger.hold(
-            self._endpoint_key, alarm_for(unit, self._settings),
-            _alarm_hosts(known, failed_hosts_of(unit)), self._run_token, this_process(),
-        )
+        alarm, hosts = alarm_for(unit, self._settings), _alarm_hosts(known, failed_hosts_of(unit))
+        if self._silence_for(ledger, alarm, hosts) is None:
+            ledger.hold(self._endpoint_key, alarm, hosts, self._run_token, this_process())
 
     def _release_held(self) -> int:
         if not self._held or self._ledger is None:
@@ -542,6 +544,7 @@ class CallbackModule(CallbackBase):
                 self._display.warning(f'temperstack: could not decide the OK for {unit.alert_id}: {exc}')
                 continue
             if known is None or known.status != STATUS_ALARM:
+                self._forget_unsent_alarm(unit.alert_id)
                 continue
             # A host of the Alarm that did not run this unit was not checked, whatever left it out: --limit,
             # an inventory change, or a failure in an earlier play that dropped it from the rest of the playbook.
@@ -575,6 +578,12 @@ class CallbackModule(CallbackBase):
         # An Alarm the same as the one on record still goes out when it names hosts the record lacks (its
         # list of hosts was cut to fit), so that the record holds every host the OK will need.
         news = is_news(alert, known) or not set(hosts) <= set(known.hosts)
+        silence = self._silence_for(ledger, alert, hosts) if news and alert.status == STATUS_ALARM else None
+        if silence is not None:
+            # Withheld, and remembered as the alert's last stated status: sent by the first decision after the silence.
+            ledger.withhold(self._endpoint_key, alert, hosts, silence)
+            self._silenced[alert.alert_id] = silence
+            news = False
         if alert.alert_id in self._held:
             # The unit has ended: its Alarm (or nothing, if Temperstack has it already) replaces what was held.
             ledger.settle(self._endpoint_key, alert.alert_id, self._run_token, alert if news else None, hosts)
@@ -582,12 +591,28 @@ class CallbackModule(CallbackBase):
             ledger.queue(self._endpoint_key, alert, hosts)
         return news
 
+    def _forget_unsent_alarm(self, alert_id: str) -> None:
+        """A unit that recovered before its withheld Alarm was ever sent: nothing to resolve, nothing left to send."""
+        try:
+            if self._ledger is not None and self._ledger.withheld(self._endpoint_key, alert_id):
+                self._ledger.forget_withheld(self._endpoint_key, alert_id)
+        except LedgerError as exc:
+            self._display.warning(f'temperstack: could not forget the withheld Alarm of {alert_id}: {exc}')
+
+    def _silence_for(self, ledger: Ledger, alarm: t.Any, hosts: t.Sequence[str]) -> str | None:
+        silence = silencing(ledger.silences(), alarm.alert_id, alarm.payload.get('resource_id'), hosts)
+        return None if silence is None else silence.name
+
     def _report(self, report: t.Any) -> None:
-        if report.sent or report.queued:
+        silenced, self._silenced = self._silenced, {}
+        if report.sent or report.queued or silenced:
             parts = [f'{report.sent.count(status)} {status}' for status in ('Alarm', 'OK') if status in report.sent]
             line = 'sent ' + ', '.join(parts) if parts else 'sent nothing'
             if report.queued > 0:
                 line += f'; {report.queued} queued for the next run'
+            for name in sorted(set(silenced.values())):
+                count = list(silenced.values()).count(name)
+                line += f"; {count} Alarm{'s' if count > 1 else ''} withheld by silence {name}"
             self._display.display(f'Temperstack: {line}')
         for error in report.errors:
             self._display.warning(f'temperstack: {error}')

@@ -133,12 +133,32 @@ options:
       - Has no effect when O(status=Alarm). O(force=true) does not override it.
     type: bool
     default: false
+  failures_before_alarm:
+    description:
+      - Flap damping. Send V(Alarm) only once this task has stated V(Alarm) for this O(alert_id) this many times in a
+        row; V(1) sends it the first time. A single failed probe then pages nobody.
+      - The count of statements in a row is kept in the ledger, per endpoint and O(alert_id), so it carries over from
+        run to run (and, with O(ledger_url), from controller to controller). Any V(OK) starts it again.
+      - O(force=true) sends at once, whatever the count.
+      - An V(Alarm) that reaches the count while a silence (M(temperstack.alerting.silence)) covers it is withheld.
+    type: int
+    default: 1
+    version_added: 1.1.0
+  successes_before_ok:
+    description:
+      - Flap damping for recoveries. Send V(OK) only once this task has stated V(OK) for this O(alert_id) this many
+        times in a row; V(1) sends it the first time. Counted as for O(failures_before_alarm).
+    type: int
+    default: 1
+    version_added: 1.1.0
 notes:
   - The ledger records an alert only after Temperstack answered with HTTP 2xx. A task that fails to deliver
     leaves the ledger as it was, so the next run sends again.
-  - The ledger is per controller. Alerts sent from another controller, or through another tool, are unknown to
+  - The ledger file is per controller. Alerts sent from another controller, or through another tool, are unknown to
     it, so the first run on a new controller (or an AWX/Automation Controller job whose files do not persist)
-    sends each alert once.
+    sends each alert once, unless the controllers share a ledger through O(ledger_url).
+  - While a silence made with M(temperstack.alerting.silence) covers an alert (by O(alert_id), O(resource_id) or the
+    inventory host the task runs for), its V(Alarm) is withheld and the result says C(silenced).
   - Forks that decide the same alert at the same moment send it once; distinct alerts go out in parallel.
 seealso:
   - name: Temperstack webhook integration
@@ -269,4 +289,20 @@ attempts:
   returned: always
   type: int
   sample: 1
+silenced:
+  description:
+    - The name of the silence (M(temperstack.alerting.silence)) that withheld this V(Alarm). It is not sent, and is
+      sent if this task states it again once the silence has ended.
+    - For an V(OK), the silence that had withheld its V(Alarm), which therefore never reached Temperstack; the V(OK)
+      is not sent either.
+  returned: when a silence withheld the alert
+  type: str
+  sample: db-maintenance
+damped:
+  description:
+    - How many times in a row this status has been stated, of how many it takes (O(failures_before_alarm),
+      O(successes_before_ok)), while that is not yet enough to send it.
+  returned: when flap damping held the alert back
+  type: str
+  sample: 1 of 3
 """
