@@ -23,6 +23,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import
     AlertValidationError,
     build_alert,
 )
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._argument_specs import CONNECTION_ARGUMENT_SPEC
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -55,18 +56,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     # The alert fields are type-checked by the core, which rejects lists and dictionaries instead of
     # turning them into their Python text as type=str would.
     **{field: {'type': 'raw'} for field in FIELDS},
-    'webhook_url': {'type': 'str', 'no_log': True},
-    'api_key': {'type': 'str', 'no_log': True},
-    'org': {'type': 'str'},
-    'base_url': {'type': 'str'},
-    # The callback reads the same variables (doc_fragments/connection.py): a private CA or a timeout set in the
-    # environment must mean the same to both. An option set on the task, or by module_defaults, wins.
-    'timeout': {'type': 'int', 'default': DEFAULT_TIMEOUT, 'fallback': (env_fallback, ['TEMPERSTACK_TIMEOUT'])},
-    'retries': {'type': 'int', 'default': DEFAULT_RETRIES, 'fallback': (env_fallback, ['TEMPERSTACK_RETRIES'])},
-    'validate_certs': {'type': 'bool', 'default': True, 'fallback': (env_fallback, ['TEMPERSTACK_VALIDATE_CERTS'])},
-    'ca_path': {'type': 'path', 'fallback': (env_fallback, ['TEMPERSTACK_CA_PATH'])},
-    'ledger_path': {'type': 'path'},
-    'ledger_url': {'type': 'str', 'no_log': True, 'fallback': (env_fallback, ['TEMPERSTACK_LEDGER_URL'])},
+    **CONNECTION_ARGUMENT_SPEC,
     'force': {'type': 'bool', 'default': False},
     'only_if_raised': {'type': 'bool', 'default': False},
     'failures_before_alarm': {'type': 'int', 'default': 1},

@@ -45,10 +45,11 @@ attributes:
     description: A second run copies nothing and reports C(changed=false).
     support: full
   action_group:
-    description: Use C(group/temperstack.alerting.temperstack) in C(module_defaults) to set O(ledger_url) once.
-    support: full
-    membership:
-      - temperstack.alerting.temperstack
+    description:
+      - Not in the action group C(temperstack.alerting.temperstack), whose C(module_defaults) set connection options
+        this module does not take. Set O(ledger_url) with E(TEMPERSTACK_LEDGER_URL), or in C(module_defaults) for
+        this module by its name.
+    support: none
   platform:
     description: Runs on the controller, whatever the target platform.
     support: full

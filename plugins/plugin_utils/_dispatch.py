@@ -112,7 +112,7 @@ def dispatch(
             return Outcome(alert, current, changed=False, withheld=withheld)
         ack = client.send(alert.payload)
         try:
-            ledger.record(endpoint.ledger_key, alert, claim=claim)
+            ledger.record(endpoint.ledger_key, alert, hosts, claim=claim)
         except LedgerError as exc:
             return Outcome(alert, current, True, True, ack.http_status, ack.attempts, unrecorded=str(exc))
     return Outcome(alert, current, True, True, ack.http_status, ack.attempts)

@@ -399,8 +399,8 @@ class Ledger:
         """Remember an Alarm that ``silence`` kept from Temperstack, so that it goes out once the silence ends."""
         self._guard(self._withhold, endpoint, alert, tuple(hosts), silence)
 
-    def withheld(self, endpoint: str, alert_id: str | None = None) -> list[Withheld]:
-        """The withheld Alarms of ``endpoint`` (only ``alert_id``'s, if given)."""
+    def withheld(self, endpoint: str | None, alert_id: str | None = None) -> list[Withheld]:
+        """The withheld Alarms of ``endpoint`` (None: of every endpoint; only ``alert_id``'s, if given)."""
         return self._guard(self._withheld, endpoint, alert_id)
 
     def forget_withheld(self, endpoint: str, alert_id: str) -> bool:
@@ -509,7 +509,7 @@ class Ledger:
     def _withhold(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], silence: str) -> None:
         raise NotImplementedError
 
-    def _withheld(self, endpoint: str, alert_id: str | None) -> list[Withheld]:
+    def _withheld(self, endpoint: str | None, alert_id: str | None) -> list[Withheld]:
         raise NotImplementedError
 
     def _forget_withheld(self, endpoint: str, alert_id: str) -> bool:
@@ -972,11 +972,12 @@ class SqliteLedger(Ledger):
                  _dumps(hosts), time.time()),
             )
 
-    def _withheld(self, endpoint: str, alert_id: str | None) -> list[Withheld]:
+    def _withheld(self, endpoint: str | None, alert_id: str | None) -> list[Withheld]:
         if not self._has_table('withheld'):
             return []
-        where, args = ('endpoint = ?', (endpoint,)) if alert_id is None else (
-            'endpoint = ? AND alert_id = ?', (endpoint, alert_id))
+        where, args = ('1 = 1', ()) if endpoint is None else ('endpoint = ?', (endpoint,))
+        if alert_id is not None:
+            where, args = where + ' AND alert_id = ?', (*args, alert_id)
         rows = self._conn.execute(
             f'SELECT silence, alert_id, status, fingerprint, payload, updated, hosts FROM withheld WHERE {where} '
             'ORDER BY alert_id',

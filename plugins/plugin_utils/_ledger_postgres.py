@@ -603,11 +603,12 @@ class PostgresLedger(Ledger):
              time.time()),
         )
 
-    def _withheld(self, endpoint: str, alert_id: str | None) -> list[Withheld]:
+    def _withheld(self, endpoint: str | None, alert_id: str | None) -> list[Withheld]:
         if self._absent:
             return []
-        where, args = ('endpoint = %s', (endpoint,)) if alert_id is None else (
-            'endpoint = %s AND alert_id = %s', (endpoint, alert_id))
+        where, args = ('1 = 1', ()) if endpoint is None else ('endpoint = %s', (endpoint,))
+        if alert_id is not None:
+            where, args = where + ' AND alert_id = %s', (*args, alert_id)
         rows = self._conn.execute(
             f'SELECT silence, alert_id, status, fingerprint, payload, updated, hosts FROM {SCHEMA}.withheld '
             f'WHERE {where} ORDER BY alert_id',

@@ -96,6 +96,20 @@ def build_silence(args: t.Mapping[str, t.Any], now: float | None = None) -> Sile
     return Silence(name, alert_ids, resource_ids, hosts, starts, ends, comment)
 
 
+def describe_silence(silence: Silence, now: float | None = None) -> dict[str, t.Any]:
+    """A silence as the modules return it."""
+    return {
+        'name': silence.name,
+        'alert_id': list(silence.alert_ids),
+        'resource_id': list(silence.resource_ids),
+        'hosts': list(silence.hosts),
+        'starts': iso(silence.starts),
+        'ends': iso(silence.ends),
+        'comment': silence.comment,
+        'active': is_active(silence, now),
+    }
+
+
 def is_active(silence: Silence, now: float | None = None) -> bool:
     now = time.time() if now is None else now
     return silence.starts <= now < silence.ends
