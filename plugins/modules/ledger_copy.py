@@ -9,7 +9,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: ledger_copy
-short_description: Copy the alert ledger of a controller into the ledger a fleet shares, or back
+short_description: Copy the alert ledger of a controller into a fleet's, or carry alerts over a key rotation
 version_added: 1.1.0
 description:
   - Copies what one ledger remembers, the alerts Temperstack acknowledged and the alerts still waiting in the
@@ -19,6 +19,11 @@ description:
     task twice copies nothing the second time, and copying an old ledger never undoes what the fleet has sent
     since, nor puts an Alarm behind its own OK.
   - The source is only read. Endpoints travel as the one-way hashes the ledgers store; no key is needed or shown.
+  - After a rotation of Temperstack's integration key, O(from_webhook_url) (or O(from_api_key)) names the old
+    endpoint. Then, within one ledger, the alerts open under the old key and the entries queued for it are moved
+    to the new endpoint, which the connection options name as for M(temperstack.alerting.alert). Its OKs then
+    resolve the Alarms raised under the old key, provided Temperstack keeps those alerts across the rotation (one
+    integration, a new key). Neither key is ever shown.
   - Runs on the Ansible controller. Run it once, with C(run_once=true) or against C(localhost).
 author:
   - Temperstack alerting maintainers (@temperstack)
@@ -80,8 +85,33 @@ options:
     description:
       - The SQLite ledger file to copy into, when O(ledger_url) is not set. It is created if missing.
     type: path
+  from_webhook_url:
+    description:
+      - Key rotation. The integration URL with the OLD key; the alerts recorded for it, and the entries queued for
+        it, move to the endpoint of O(webhook_url) (or O(api_key) with O(org) or O(base_url), or their
+        E(TEMPERSTACK_*) environment variables), within the ledger of O(ledger_url) or O(ledger_path).
+      - Mutually exclusive with O(from_api_key), O(from_ledger_path) and O(from_ledger_url).
+    type: str
+  from_api_key:
+    description:
+      - Key rotation, as O(from_webhook_url), for the old key alone; the organisation or base URL is the new one's.
+    type: str
+  webhook_url:
+    description:
+      - With O(from_webhook_url) or O(from_api_key), the integration URL with the NEW key. If not set, the value of the
+        E(TEMPERSTACK_WEBHOOK_URL) environment variable is used (or O(api_key) and the rest, as for the alert module).
+    type: str
+  api_key:
+    description: With O(from_webhook_url) or O(from_api_key), the new key, used with O(org) or O(base_url).
+    type: str
+  org:
+    description: The Temperstack organisation of O(api_key) (and of O(from_api_key)).
+    type: str
+  base_url:
+    description: The base URL of O(api_key) (and of O(from_api_key)), instead of O(org).
+    type: str
 notes:
-  - The target must not be the source.
+  - The target must not be the source, except for a key rotation, which moves alerts within one ledger.
   - Needs the Python package C(psycopg) (version 3) on the controller when either ledger is a PostgreSQL one.
 seealso:
   - module: temperstack.alerting.alert
@@ -104,6 +134,12 @@ EXAMPLES = r"""
   diff: true
   run_once: true
   register: planned
+
+- name: After rotating the integration key, carry the open alerts to the new key
+  temperstack.alerting.ledger_copy:
+    from_webhook_url: "{{ vault_old_temperstack_webhook_url }}"
+    webhook_url: "{{ vault_temperstack_webhook_url }}"
+  run_once: true
 
 - name: Leave the fleet, taking its ledger along into a local file
   temperstack.alerting.ledger_copy:
