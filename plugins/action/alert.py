@@ -48,6 +48,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     fallback_path,
     is_url,
     ledger_spec,
+    note_unreachable,
     open_ledger,
     shared_ledger,
 )
@@ -170,8 +171,10 @@ def _ledger(spec: str, warn: t.Callable[[str], None], check_mode: bool) -> t.Ite
     ledger = shared_ledger(spec, warn=warn)
     try:
         yield ledger
-    except LedgerError:
+    except LedgerError as exc:
         discard_shared(ledger)
+        if isinstance(exc, LedgerUnreachable):
+            note_unreachable(spec, exc)
         raise
 
 

@@ -72,7 +72,8 @@ def _report(ledger: Ledger, key: str, args: t.Mapping[str, t.Any], status: str) 
     now = time.time()
     entries = ledger.entries()
     mine = [entry for entry in entries if entry.endpoint == key]
-    waiting = {entry.alert.alert_id for entry in mine}
+    # The newest entry of each alert (entries come oldest first): what it will say next.
+    waiting = {entry.alert.alert_id: entry for entry in mine}
     withheld = {item.record.alert_id: item for item in ledger.withheld(key)}
     known = {record.alert_id: record for record in ledger.records(key)}
     # An alert that is only queued or only withheld is an alert too: its newest statement stands for it.
@@ -96,8 +97,11 @@ def _report(ledger: Ledger, key: str, args: t.Mapping[str, t.Any], status: str) 
     alerts = []
     for alert_id in sorted(known):
         record = known[alert_id]
-        # What Temperstack holds is the acknowledged record; a withheld Alarm is what was stated since.
+        # What Temperstack holds is the acknowledged record; a queued entry or a withheld Alarm is what was stated since.
         stated = withheld[alert_id].record if alert_id in withheld else record
+        if alert_id in waiting and alert_id not in withheld:
+            stated = Record(alert_id, waiting[alert_id].alert.status, '', dict(waiting[alert_id].alert.payload),
+                            waiting[alert_id].queued, True, waiting[alert_id].hosts)
         if wanted(alert_id, stated.status, stated.payload.get('resource_id'), stated.hosts):
             alerts.append(_alert(record, alert_id in waiting, withheld.get(alert_id)))
     queued = [_entry(entry, now) for entry in mine if wanted(

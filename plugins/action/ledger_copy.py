@@ -76,11 +76,15 @@ def _rotation(args: t.Mapping[str, t.Any]) -> dict[str, str] | None:
     if args['from_ledger_path'] is not None or args['from_ledger_url'] is not None:
         raise LedgerError('from_webhook_url and from_api_key move alerts within one ledger; leave out from_ledger_path and from_ledger_url')
     new = resolve_endpoint({name: args[name] for name in CONNECTION_OPTIONS})
-    if args['from_webhook_url'] is not None:
-        old = resolve_endpoint({'webhook_url': args['from_webhook_url']}, environ={})
-    else:
-        # The old key at the same place as the new one: only the key was rotated.
-        old = resolve_endpoint({'api_key': args['from_api_key'], 'org': args['org'], 'base_url': args['base_url']})
+    try:
+        if args['from_webhook_url'] is not None:
+            old = resolve_endpoint({'webhook_url': args['from_webhook_url']}, environ={})
+        else:
+            # The old key at the same place as the new one: only the key was rotated.
+            old = resolve_endpoint({'api_key': args['from_api_key'], 'org': args['org'], 'base_url': args['base_url']})
+    except EndpointError as exc:
+        given = 'from_webhook_url' if args['from_webhook_url'] is not None else 'from_api_key'
+        raise EndpointError(f'{given} (the endpoint before the rotation): {exc}') from None
     if old.ledger_key == new.ledger_key:
         raise EndpointError('the old endpoint (from_webhook_url or from_api_key) is the new one; give the key before the rotation')
     return {old.ledger_key: new.ledger_key}

@@ -31,10 +31,11 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     'state': {'type': 'str', 'default': 'absent', 'choices': ['absent']},
     'alert_id': {'type': 'list', 'elements': 'str'},
     'older_than': {'type': 'str'},
-    'other_endpoints': {'type': 'bool', 'default': False},
+    'other_endpoint': {'type': 'str'},
 }
 # A discard waits for no sender: an entry being delivered right now is left to it.
 CLAIM_LEASE_SECONDS = 30.0
+ENDPOINT_PREFIX = 'sha256:'
 
 
 class ActionModule(ActionBase):
@@ -48,13 +49,13 @@ class ActionModule(ActionBase):
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         check_mode = bool(self._task.check_mode)
         try:
-            if not (args['alert_id'] or args['older_than'] or args['other_endpoints']):
+            if not (args['alert_id'] or args['older_than'] or args['other_endpoint']):
                 raise AlertValidationError(
                     'say which queued alerts to discard: alert_id (glob patterns), older_than (such as 7d), '
-                    'or other_endpoints=true (those of a rotated key); nothing is discarded otherwise'
+                    'or other_endpoint (a rotated key\'s, as alert_info names it); nothing is discarded otherwise'
                 )
             age = parse_duration(args['older_than'], 'older_than') if args['older_than'] is not None else None
-            key = resolve_endpoint(args).ledger_key
+            key = _endpoint_key(args)
             spec = ledger_spec(check_ledger_url(args['ledger_url']), args['ledger_path'])
             with open_ledger(spec, read_only=check_mode) as ledger:
                 chosen = [entry for entry in ledger.entries() if _chosen(entry, key, args, age)]
@@ -81,11 +82,26 @@ class ActionModule(ActionBase):
 def _chosen(entry: Entry, key: str, args: t.Mapping[str, t.Any], age: float | None) -> bool:
     if entry.held:
         return False  # a running playbook still decides it
-    if args['other_endpoints'] != (entry.endpoint != key):
+    if not entry.endpoint.startswith(key):
         return False
     if args['alert_id'] and not any(fnmatch.fnmatchcase(entry.alert.alert_id, pattern) for pattern in args['alert_id']):
         return False
     return age is None or time.time() - entry.queued >= age
+
+
+def _endpoint_key(args: t.Mapping[str, t.Any]) -> str:
+    """The endpoint whose entries are discarded: the connection options', or the one other_endpoint names."""
+    if args['other_endpoint'] is None:
+        return resolve_endpoint(args).ledger_key
+    # As alert_info shows it: never the key, only the start of its hash, enough to tell endpoints apart.
+    shown = args['other_endpoint'].strip()
+    prefix = shown[len(ENDPOINT_PREFIX):] if shown.startswith(ENDPOINT_PREFIX) else ''
+    if len(prefix) < 12 or not all(char in '0123456789abcdef' for char in prefix):
+        raise AlertValidationError(
+            f'other_endpoint must be an endpoint as alert_info lists it under other_endpoints, such as '
+            f'sha256:9f2c1e07a4b3; got {shown!r}'
+        )
+    return prefix
 
 
 def _discard(ledger: Ledger, entries: t.Sequence[Entry]) -> list[int]:

@@ -213,7 +213,15 @@ other_endpoints:
   returned: success
   type: list
   elements: dict
-  sample: [{endpoint: "sha256:9f2c1e07a4b3", queued: 2}]
+  contains:
+    endpoint:
+      description: The start of the endpoint's hash, as M(temperstack.alerting.outbox) takes it in its C(other_endpoint) option.
+      type: str
+      sample: sha256:9f2c1e07a4b3
+    queued:
+      description: How many entries wait for it.
+      type: int
+      sample: 2
 silences:
   description: Every silence in the ledger (those that ended are pruned), as M(temperstack.alerting.silence) returns them.
   returned: success

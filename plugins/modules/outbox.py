@@ -68,15 +68,16 @@ options:
   older_than:
     description: Only entries queued at least this long ago, such as V(7d), V(12h) or V(PT30M).
     type: str
-  other_endpoints:
+  other_endpoint:
     description:
-      - Discard entries queued for endpoints other than the one the connection options name, such as the old key
-        after a rotation, instead of that endpoint's. Before discarding them, consider moving them to the new key
-        with M(temperstack.alerting.ledger_copy).
-    type: bool
-    default: false
+      - Discard the entries of another endpoint, such as the old key after a rotation, instead of those of the
+        endpoint the connection options name. Give it as M(temperstack.alerting.alert_info) lists it in
+        RV(temperstack.alerting.alert_info#module:other_endpoints[].endpoint), such as V(sha256:9f2c1e07a4b3): the
+        start of the endpoint's hash, never its key.
+      - Before discarding them, consider moving them to the new key with M(temperstack.alerting.ledger_copy).
+    type: str
 notes:
-  - At least one of O(alert_id), O(older_than) and O(other_endpoints=true) is required, so that a bare task never
+  - At least one of O(alert_id), O(older_than) and O(other_endpoint) is required, so that a bare task never
     empties the outbox.
   - O(timeout), O(retries), O(validate_certs) and O(ca_path) are accepted for C(module_defaults) and not used;
     nothing is sent.
@@ -96,9 +97,15 @@ EXAMPLES = r"""
     older_than: 7d
   run_once: true
 
+- name: See which other endpoints still have queued alerts
+  temperstack.alerting.alert_info:
+  run_once: true
+  register: ledger_state
+
 - name: After a key rotation and ledger_copy, discard what is left for the old key
   temperstack.alerting.outbox:
-    other_endpoints: true
+    other_endpoint: "{{ item.endpoint }}"
+  loop: "{{ ledger_state.other_endpoints }}"
   run_once: true
 """
 

@@ -103,6 +103,9 @@ def build_alert(options: t.Mapping[str, t.Any]) -> Alert:
 
     if 'alert_id' not in payload:
         payload['alert_id'] = derive_alert_id(payload['alert_name'], payload.get('resource_id'))
+    elif '\0' in payload['alert_id']:
+        # The ledger keys on it, and PostgreSQL cannot store a NUL in text: an id that only SQLite could keep.
+        raise AlertValidationError(f"alert_id must not contain a NUL character (\\0), got {payload['alert_id']!r}")
     return Alert({field: payload[field] for field in FIELDS if field in payload})
 
 

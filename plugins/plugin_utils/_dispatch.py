@@ -90,7 +90,8 @@ def dispatch(
         damped = _damped(ledger, key, alert, damping, check_mode)
         if damped and wanted and not pending:
             return Outcome(alert, previous, changed=False, damped=damped)
-    if wanted and not pending:
+    # An OK is checked whether or not it is wanted: one that only_if_raised holds back still ends a withheld Alarm.
+    if not pending and (wanted or alert.status == STATUS_OK):
         held_back = _held_back(ledger, key, alert, previous, hosts, check_mode)
         if held_back:
             return Outcome(alert, previous, changed=False, silenced=held_back)
@@ -238,6 +239,7 @@ def _send_entry(
         ack = client.send(queued.alert.payload)
     except SendError as exc:
         if exc.http_status != 400:
+            _count_attempt(ledger, queued)
             raise _not_delivered(queued, exc) from None
         _drop(ledger, queued, exc, on_dropped, claim)
         return None
@@ -314,6 +316,7 @@ def _send_in_parallel(
     if unexpected is not None:
         raise unexpected
     if failure is not None:
+        _count_attempt(ledger, failure[0])
         raise _not_delivered(*failure)
     return last
 
@@ -340,6 +343,12 @@ def _start_chain(
 def _release(ledger: Ledger, claim: Claim) -> None:
     with contextlib.suppress(LedgerError):
         ledger.release(claim)
+
+
+def _count_attempt(ledger: Ledger, queued: Queued) -> None:
+    # For the operator (alert_info): how often the entry at the head of its alert's chain failed to go out.
+    with contextlib.suppress(LedgerError):
+        ledger.attempted(queued.seq)
 
 
 def _not_delivered(queued: Queued, exc: SendError) -> SendError:

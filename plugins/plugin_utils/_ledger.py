@@ -1109,6 +1109,17 @@ def _file_state(path: str) -> tuple[int, ...] | None:
         return main.st_ino, main.st_mtime_ns, main.st_size
 
 
+# A server found unreachable is not tried again by this process for this long: a loop of 100 items against a server
+# that does not answer would otherwise wait for the connect timeout 100 times.
+UNREACHABLE_RETRY_SECONDS = 30.0
+_UNREACHABLE: dict[tuple[int, str], tuple[float, str]] = {}
+
+
+def note_unreachable(spec: str, exc: LedgerError) -> None:
+    """Remember, for this process, that the server of ``spec`` could not be reached (see shared_ledger)."""
+    _UNREACHABLE[(os.getpid(), spec)] = (time.monotonic(), str(exc))
+
+
 # Ledgers kept open for the rest of the process, by (process id, spec): see shared_ledger().
 _SHARED: dict[tuple[int, str], tuple[Ledger, tuple[int, int] | None]] = {}
 
@@ -1134,7 +1145,14 @@ def shared_ledger(spec: str | None = None, warn: t.Callable[[str], None] | None 
         if is_url(resolved) or _file_id(resolved) == entry[1]:
             return entry[0]
         discard_shared(entry[0])
-    ledger = open_ledger(resolved, warn=warn)
+    failed = _UNREACHABLE.get(key)
+    if failed is not None and time.monotonic() - failed[0] < UNREACHABLE_RETRY_SECONDS:
+        raise LedgerUnreachable(failed[1])
+    try:
+        ledger = open_ledger(resolved, warn=warn)
+    except LedgerUnreachable as exc:
+        note_unreachable(resolved, exc)
+        raise
     file_id = None if is_url(resolved) else _file_id(resolved)
     if is_url(resolved) or file_id is not None:
         _SHARED[key] = (ledger, file_id)

@@ -19,6 +19,7 @@ was unreachable compares with what it wrote here before on one clock (``adopt``)
 from __future__ import annotations
 
 import json
+import re
 import time
 import typing as t
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -285,7 +286,10 @@ class PostgresLedger(Ledger):
         # libpq quotes a URI it cannot parse whole, password and all.
         text = ' '.join(str(exc).split()) or type(exc).__name__
         for secret in _passwords(self.spec):
-            text = text.replace(secret, MASK)
+            # A long password is masked wherever it appears; a short one only where it stands alone, so that a
+            # password 'p' does not turn "expired" into "ex********ired".
+            pattern = re.escape(secret) if len(secret) >= 8 else rf'(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])'
+            text = re.sub(pattern, MASK, text)
         return text
 
     def close(self) -> None:
@@ -551,7 +555,7 @@ class PostgresLedger(Ledger):
             return []
         rows = self._conn.execute(
             f'SELECT alert_id, status, fingerprint, payload, updated, hosts FROM {SCHEMA}.alerts WHERE endpoint = %s '
-            'ORDER BY alert_id',
+            'ORDER BY alert_id COLLATE "C"',
             (endpoint,),
         ).fetchall()
         return [Record(row[0], row[1], row[2], json.loads(row[3]), row[4], False, tuple(json.loads(row[5]))) for row in rows]
@@ -589,7 +593,7 @@ class PostgresLedger(Ledger):
         if self._absent:
             return []
         rows = self._conn.execute(
-            f'SELECT name, matchers, starts, ends, comment, created FROM {SCHEMA}.silences ORDER BY name'
+            f'SELECT name, matchers, starts, ends, comment, created FROM {SCHEMA}.silences ORDER BY name COLLATE "C"'
         ).fetchall()
         return [_silence(row) for row in rows]
 
@@ -611,7 +615,7 @@ class PostgresLedger(Ledger):
             where, args = where + ' AND alert_id = %s', (*args, alert_id)
         rows = self._conn.execute(
             f'SELECT silence, alert_id, status, fingerprint, payload, updated, hosts FROM {SCHEMA}.withheld '
-            f'WHERE {where} ORDER BY alert_id',
+            f'WHERE {where} ORDER BY alert_id COLLATE "C"',
             args,
         ).fetchall()
         return [_withheld(row) for row in rows]

@@ -117,6 +117,8 @@ class OutboxSender:
         """
         left = None
         for spec in filter(None, (self._ledger_spec, self._fallback)):
+            if spec == self._fallback and not os.path.exists(spec):
+                continue  # nothing was ever kept there; counting must not create it
             try:
                 with open_ledger(spec) as ledger:
                     if not finished and self._ledger is not None and self._ledger.spec == spec:

@@ -70,6 +70,37 @@ ts_find_stand_in() {
     ts_fail "cannot find tests/stand_in/temperstack_stand_in.py (looked in: ${candidates[*]}); set TEMPERSTACK_STAND_IN"
 }
 
+# ts_pg_env: source tests/pg_server.env, the PostgreSQL test server's URLs (`tools/pg_server.sh env DIR`
+# writes it; `make test` puts it into the staged collection). ansible-test passes no environment variable
+# through to runme.sh, so the URLs come from that file. It is looked for where the stand-in is: next to this
+# target's tests/ directory (run directly), then in the collection on each ANSIBLE_COLLECTIONS_PATH entry
+# (ansible-test copies only the targets, and the file is not part of the collection's content).
+# Exports TEMPERSTACK_TEST_PG_URL, _JOB_URL, _ADMIN_URL, _DATA, _LOG and _CTL (see tools/pg_server.sh).
+ts_pg_env() {
+    local candidate entry name
+    local -a candidates=("$TS_SETUP_DIR/../../../pg_server.env")
+    local IFS=:
+    for entry in ${ANSIBLE_COLLECTIONS_PATH:-}; do
+        candidates+=("$entry/ansible_collections/temperstack/alerting/tests/pg_server.env")
+    done
+    unset IFS
+    TS_PG_ENV=
+    for candidate in "${candidates[@]}"; do
+        if [[ -f "$candidate" ]]; then
+            TS_PG_ENV=$(cd "$(dirname "$candidate")" && pwd)/$(basename "$candidate")
+            break
+        fi
+    done
+    if [[ -z "$TS_PG_ENV" ]]; then
+        ts_fail "cannot find tests/pg_server.env (looked in: ${candidates[*]}): \`make test\` writes it; to run this target by hand, start a server with \`tools/pg_server.sh start DIR\` and write the output of \`tools/pg_server.sh env DIR\` to tests/pg_server.env in the collection that ANSIBLE_COLLECTIONS_PATH leads to"
+    fi
+    # shellcheck disable=SC1090  # written by tools/pg_server.sh env
+    source "$TS_PG_ENV"
+    for name in TEMPERSTACK_TEST_PG_URL TEMPERSTACK_TEST_PG_JOB_URL TEMPERSTACK_TEST_PG_ADMIN_URL; do
+        [[ -n "${!name:-}" ]] || ts_fail "$TS_PG_ENV does not set $name: write it again with \`tools/pg_server.sh env DIR\`"
+    done
+}
+
 # The version of the temperstack.alerting that ansible-playbook will load (the first on the collections path).
 ts_collection_version() {
     local listing

@@ -701,3 +701,27 @@ def test_ledger_url_wins_over_ledger_path(run_task, task_args, unreachable_ledge
     run_task({**task_args, 'ledger_url': unreachable_ledger_url})
 
     assert not os.path.exists(ledger_path)
+
+
+def test_a_server_that_does_not_answer_costs_a_loop_one_connect_timeout(run_task, task_args, opener):
+    """Each loop item would otherwise wait for the connect timeout: 100 items, 100 timeouts."""
+    import socket  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+
+    with socket.socket() as silent:
+        silent.bind(('127.0.0.1', 0))
+        silent.listen(16)  # accepted by the kernel, never answered
+        port = silent.getsockname()[1]
+        url = f'postgresql://temperstack:{LEDGER_PASSWORD}@127.0.0.1:{port}/temperstack?connect_timeout=1'
+        started = time.monotonic()
+        first = run_task({**task_args, 'ledger_url': url})
+        first_took = time.monotonic() - started
+        started = time.monotonic()
+        rest = [run_task({**task_args, 'alert_id': f'item-{index}', 'ledger_url': url}) for index in range(5)]
+        rest_took = time.monotonic() - started
+
+    assert first_took >= 0.9
+    assert rest_took < first_took
+    assert all(result['sent'] for result in [first, *rest])
+    assert all('is unreachable' in result['warnings'][0] for result in [first, *rest])
+    assert len(opener.calls) == 6

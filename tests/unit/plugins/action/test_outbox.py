@@ -89,8 +89,9 @@ def test_check_mode_lists_and_keeps(run_outbox, queued):
     assert remaining(queued) == ['deploy-web03', 'disk-web03', 'disk-web04', 'disk-web05']
 
 
-def test_other_endpoints_discards_only_the_rotated_keys_entries(run_outbox, queued):
-    result = run_outbox({'other_endpoints': True})
+def test_other_endpoint_discards_only_that_endpoints_entries(run_outbox, queued):
+    old = resolve_endpoint({'webhook_url': OLD_URL}, environ={}).ledger_key
+    result = run_outbox({'other_endpoint': f'sha256:{old[:12]}'})
 
     assert [entry['alert_id'] for entry in result['discarded']] == ['disk-web05']
     assert remaining(queued) == ['deploy-web03', 'disk-web03', 'disk-web04']
@@ -128,6 +129,8 @@ def test_an_entry_being_delivered_is_left_to_its_sender(run_outbox, queued, endp
     ({}, 'say which queued alerts to discard: alert_id'),
     ({'older_than': 'soon'}, 'older_than must be a duration such as 2h'),
     ({'older_than': '0s'}, 'older_than must be a duration such as 2h'),
+    ({'other_endpoint': 'old-key-5b1f'}, 'other_endpoint must be an endpoint as alert_info lists it'),
+    ({'other_endpoint': 'sha256:abc'}, 'other_endpoint must be an endpoint as alert_info lists it'),
 ])
 def test_bad_input_fails_naming_the_option_and_discards_nothing(run_outbox, queued, args, message):
     result = run_outbox(args)
