@@ -15,7 +15,6 @@ import typing as t
 # each task some 20 ms. The client itself imports it only when it sends (see _client._urls).
 import ansible.module_utils.urls  # pylint: disable=unused-import
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.parameters import env_fallback
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import (
@@ -25,8 +24,6 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._argument_specs import CONNECTION_ARGUMENT_SPEC
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
     SendError,
     TemperstackClient,
     check_ca_path,

@@ -90,7 +90,7 @@ options:
       - Needs the Python package C(psycopg) (version 3) on the controller or in the execution environment.
         Nothing else in the collection needs it.
       - If the server cannot be reached (within 5 seconds), the alert is still sent, with a warning, even if
-        Temperstack already holds it; an OK with O(only_if_raised=true) is not sent. What was sent is remembered
+        Temperstack already holds it; an OK with O(temperstack.alerting.alert#module:only_if_raised=true) is not sent. What was sent is remembered
         in the fallback file next to O(ledger_path) until a later run reaches the server.
       - Never shown in output; its password is masked in every message.
       - If not set, the value of the E(TEMPERSTACK_LEDGER_URL) environment variable is used. An empty value is an error.

@@ -227,7 +227,15 @@ silences:
   returned: success
   type: list
   elements: dict
-  sample: [{name: db-maintenance, alert_id: [], resource_id: [db-*], hosts: [], starts: "2026-12-01T21:00:00+00:00", ends: "2026-12-02T01:00:00+00:00", comment: "", active: false}]
+  sample:
+    - name: db-maintenance
+      alert_id: []
+      resource_id: [db-*]
+      hosts: []
+      starts: "2026-12-01T21:00:00+00:00"
+      ends: "2026-12-02T01:00:00+00:00"
+      comment: ""
+      active: false
 ledger:
   description: The ledger read, as a path or a URL with its password masked.
   returned: success

@@ -49,12 +49,6 @@ attributes:
   idempotent:
     description: A second run copies nothing and reports C(changed=false).
     support: full
-  action_group:
-    description:
-      - Not in the action group C(temperstack.alerting.temperstack), whose C(module_defaults) set connection options
-        this module does not take. Set O(ledger_url) with E(TEMPERSTACK_LEDGER_URL), or in C(module_defaults) for
-        this module by its name.
-    support: none
   platform:
     description: Runs on the controller, whatever the target platform.
     support: full
@@ -111,6 +105,9 @@ options:
     description: The base URL of O(api_key) (and of O(from_api_key)), instead of O(org).
     type: str
 notes:
+  - Not in the action group C(temperstack.alerting.temperstack), whose C(module_defaults) set connection options
+    this module does not take. Set its O(ledger_url) with E(TEMPERSTACK_LEDGER_URL), or in C(module_defaults) for
+    this module by its name.
   - The target must not be the source, except for a key rotation, which moves alerts within one ledger.
   - Needs the Python package C(psycopg) (version 3) on the controller when either ledger is a PostgreSQL one.
 seealso:

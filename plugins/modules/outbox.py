@@ -72,8 +72,8 @@ options:
     description:
       - Discard the entries of another endpoint, such as the old key after a rotation, instead of those of the
         endpoint the connection options name. Give it as M(temperstack.alerting.alert_info) lists it in
-        RV(temperstack.alerting.alert_info#module:other_endpoints[].endpoint), such as V(sha256:9f2c1e07a4b3): the
-        start of the endpoint's hash, never its key.
+        RV(temperstack.alerting.alert_info#module:other_endpoints[].endpoint), such as V(sha256:9f2c1e07a4b3), which
+        is the start of the endpoint's hash, never its key.
       - Before discarding them, consider moving them to the new key with M(temperstack.alerting.ledger_copy).
     type: str
 notes:

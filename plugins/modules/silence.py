@@ -51,12 +51,6 @@ attributes:
       - Stating the same silence again changes nothing. A silence given only a O(duration) keeps the window it got
         when it was created, for as long as it runs.
     support: full
-  action_group:
-    description:
-      - Not in the action group C(temperstack.alerting.temperstack), whose C(module_defaults) set connection options
-        this module does not take. Set O(ledger_url) with E(TEMPERSTACK_LEDGER_URL), or in C(module_defaults) for
-        this module by its name.
-    support: none
   platform:
     description: Runs on the controller, whatever the target platform.
     support: full
@@ -121,6 +115,9 @@ options:
       - If not set, the value of the E(TEMPERSTACK_LEDGER_URL) environment variable is used.
     type: str
 notes:
+  - Not in the action group C(temperstack.alerting.temperstack), whose C(module_defaults) set connection options
+    this module does not take. Set its O(ledger_url) with E(TEMPERSTACK_LEDGER_URL), or in C(module_defaults) for
+    this module by its name.
   - With O(state=present), at least one of O(alert_id), O(resource_id) and O(hosts) is required. An alert is covered
     when it matches every one of them that is given (any of its patterns).
   - Flap damping (O(temperstack.alerting.alert#module:failures_before_alarm)) counts first; an Alarm that reaches its
