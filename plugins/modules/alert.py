@@ -120,6 +120,7 @@ options:
     description:
       - Send the alert even if Temperstack is known to hold the same status and payload already.
       - The task then always reports C(changed).
+      - It does not override a silence (M(temperstack.alerting.silence)), which withholds a V(Alarm) all the same.
     type: bool
     default: false
   only_if_raised:

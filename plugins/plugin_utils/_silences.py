@@ -92,7 +92,8 @@ def build_silence(args: t.Mapping[str, t.Any], now: float | None = None) -> Sile
         raise AlertValidationError(f'ends ({iso(ends)}) is in the past: such a silence would withhold nothing')
     if ends - starts > MAX_SILENCE_SECONDS:
         raise AlertValidationError('a silence may last at most 366 days (from starts to ends)')
-    comment = '' if args.get('comment') is None else _text(args['comment'], 'comment')
+    # An empty comment is no comment: "{{ reason | default('') }}" must not fail the task.
+    comment = '' if not args.get('comment') else _text(args['comment'], 'comment')
     return Silence(name, alert_ids, resource_ids, hosts, starts, ends, comment)
 
 
