@@ -176,6 +176,172 @@ def interrupted_section(section: dict) -> list[str]:
     return out
 
 
+# The cases of test_pg_ledger.py that meet a server that cannot be used or is slow, in the order the page lists them.
+PG_UNREACHABLE = {
+    'unreachable_refused': 'refusing connections (stopped for the whole run)',
+    'unreachable_silent': 'accepting connections and never answering',
+}
+PG_SLOW = {
+    'statement_timeout': ('a statement over `statement_timeout` (a trigger that sleeps on every claim)', '10 s'),
+    'lock_timeout': ('a lock held past `lock_timeout` (ACCESS EXCLUSIVE on `temperstack.alerts` through the run)', '5 s'),
+    'frozen_server': ('every process of the server stopped (SIGSTOP) between two items', '40 s (10 + 5 + 25)'),
+}
+PG_LOCKED_CALLBACK = {
+    'lock_timeout_callback': 'pruned earlier that day: the lock meets the run\'s own writes',
+    'lock_timeout_callback_prune_due': 'the daily prune due (a new ledger\'s first run): the lock meets the prune',
+}
+PG_RESTARTS = {'restarted_during_a_send': 'while an item\'s request was at Temperstack', 'restarted_between_items': 'between two items'}
+
+
+def seconds(value: object) -> str:
+    return '-' if value is None else f'{value:.1f} s'
+
+
+def pg_ledger_rows(section: dict) -> list[list[object]]:
+    """The summary row of test_pg_ledger.py, if it ran."""
+    if not section:
+        return []
+    tried, results = [], []
+    stopped = section.get('stopped', [])
+    if stopped:
+        tried.append(f'server stopped in {len(stopped)} loop(s) of {stopped[0]["items"]} alert tasks')
+        results.append(f"{sum(r['items'] for r in stopped)} of {sum(r['items'] for r in stopped)} items sent")
+    restarts = [name for name in PG_RESTARTS if name in section]
+    if restarts:
+        tried.append('restarted mid-run (' + ', '.join(PG_RESTARTS[name] for name in restarts) + ')')
+        results.append('reconnected without a warning')
+    slow = [name for name in PG_SLOW if name in section]
+    if slow or any(name in section for name in PG_UNREACHABLE):
+        tried.append('refusing, silent, slow, locked or frozen')
+        results.append('alerts still sent within the documented bounds')
+    if 'killed_holder' in section:
+        tried.append('a claim holder killed with SIGKILL')
+        results.append(f"taken over in {section['killed_holder']['same_host_takeover_seconds']:.1f} s on the same machine")
+    controllers = section.get('three_controllers', [])
+    if controllers:
+        tried.append(f"3 controllers x {controllers[0]['forks']} forks at once")
+        results.append(f"most copies of one alert: {max(step['most_copies_of_one_alert'] for step in controllers)}")
+    callbacks = section.get('three_callbacks')
+    if callbacks:
+        tried.append(f"3 controllers failing one play at once ({callbacks['rounds']} rounds)")
+        results.append(f"Alarms per round: {', '.join(str(n) for n in callbacks['alarms_per_round'])}")
+    return [['9. shared ledger (PostgreSQL)', '; '.join(tried), '; '.join(results)]]
+
+
+def pg_ledger_section(section: dict) -> list[str]:  # pylint: disable=too-many-locals
+    """Section 9 of the page, from the figures of test_pg_ledger.py (nothing if it did not run)."""
+    if not section:
+        return []
+    out = ['\n## 9. The shared ledger (PostgreSQL) when its server fails\n', (
+        'Real `ansible-playbook` runs with `ledger_url` set, against a PostgreSQL server of the suite\'s own '
+        '(`tools/pg_server.sh`: on 127.0.0.1, scram-sha-256), which the tests stop, restart, slow down, lock and freeze. '
+        'Each test has a database of its own, and every run an empty HOME of its own, as every AWX job has; "the next run '
+        'on that machine" is a run with the HOME of the one before. docs/fleet.md promises these bounds: 5 s to connect, '
+        '10 s for a statement, 5 s for a lock. A loop item\'s time is from the end of the item before (the first: from '
+        'the start of the task), as a callback sees it.\n'
+    )]
+    stopped = section.get('stopped', [])
+    if stopped:
+        out.append(
+            '\n### The server stopped in the middle of a loop\n\nA loop of alert tasks, each request answered after 100 ms; '
+            'after a few items the server is stopped (`pg_ctl stop -m fast`). Every item must be sent and the run must not '
+            'fail; items decided after the stop must warn that the ledger at the masked URL is unreachable (and are '
+            'remembered in the fallback file). Then the server is started, the next run on that machine moves the fallback '
+            'file into the shared ledger, and a run from another machine must send nothing.\n'
+        )
+        out.append(table(
+            ['round', 'items', 'decided by the shared ledger', 'sent with the warning', 'sent, not recorded', 'slowest item',
+             'sent again by the next run', 'sent by another machine'],
+            [[number, r['items'], r['decided_by_the_shared_ledger'], r['sent_with_the_warning'], r['sent_but_unrecorded'],
+              seconds(r['slowest_item_seconds']), r['sent_again_by_the_next_run'], r['sent_by_a_run_from_another_machine']]
+             for number, r in enumerate(stopped, 1)]))
+    restarts = [(label, section[name]) for name, label in PG_RESTARTS.items() if name in section]
+    if restarts:
+        out.append(
+            '\n### The server restarted in the middle of a loop\n\n`pg_ctl restart -m fast` while one item\'s request was '
+            'held at Temperstack for 5 s (so that the item took its claim before the restart and records its send after it), '
+            'or during a 5 s pause between two items. The connection must be opened again, transparently: no item may warn, '
+            'every alert must be in the shared ledger, and a second identical run from another machine must send nothing.\n'
+        )
+        out.append(table(['restarted', 'items', 'restart took', 'warnings', 'slowest item (with the 5 s hold)',
+                          'sent by a second identical run'],
+                         [[label, r['items'], seconds(r['restart_seconds']), 0, seconds(r['slowest_item_seconds']),
+                           r['sent_by_a_second_identical_run']] for label, r in restarts]))
+    unreachable = [(label, section[name]) for name, label in PG_UNREACHABLE.items() if name in section]
+    if unreachable:
+        out.append(
+            '\n### A server that cannot be reached for a whole run\n\nModule items must still be sent, with the warning. '
+            'With the callback (`flush_timeout` 10 s), a failing play must still raise its Alarm, and a green run must send '
+            'no OK and say why; neither run may take longer than the same run with the server answering plus two connect '
+            'timeouts. Then, with the server answering, the next green run on that machine must send the OK.\n'
+        )
+        out.append(table(['server', 'module items sent with the warning', 'slowest item', 'failing run (Alarm sent)',
+                          'green run (no OK)', 'green run, server answering (OK sent)'],
+                         [[label, f"{r['module_items_sent']} of {r['module_items']}" if r['module_items'] else '-',
+                           seconds(r['slowest_item_seconds']), seconds(r['failing_run_seconds']), seconds(r['green_run_seconds']),
+                           seconds(r['reachable_run_seconds'])] for label, r in unreachable]))
+    slow = [(name, *PG_SLOW[name]) for name in PG_SLOW if name in section]
+    if slow or any(name in section for name in PG_LOCKED_CALLBACK):
+        out.append(
+            '\n### A server that does not answer in time\n\nIssue 11 asks that an alert still goes out when the ledger '
+            'cannot be used. A server that takes longer than its bound is treated as unreachable: the item must be sent, '
+            'must not fail, and must take no longer than the bound (plus 5 s of slack for the machine).\n'
+        )
+        if slow:
+            out.append(table(['fault', 'items sent', 'items failed', 'slowest item', 'bound', 'what the task said'],
+                             [[label, f"{section[name]['items_sent']} of {section[name]['items']}", section[name]['items_failed'],
+                               seconds(section[name]['slowest_item_seconds']), bound,
+                               trimmed('; '.join(section[name]['what_the_task_said']), 300)] for name, label, bound in slow]))
+        callbacks = [(label, section[name]) for name, label in PG_LOCKED_CALLBACK.items() if name in section]
+        if callbacks:
+            out.append('\nWith the same lock held through a run with the callback, a failing play must still raise its Alarm:\n')
+            out.append(table(['', 'Alarms sent (one is due)', 'run', 'what the run said'],
+                             [[label, r['alarms_sent'], seconds(r['run_seconds']), trimmed(' '.join(r['warnings']), 300)]
+                              for label, r in callbacks]))
+    holder = section.get('killed_holder')
+    if holder:
+        out.append(
+            '\n### A controller killed while it holds an alert\n\nA module task\'s request hangs at Temperstack, so its '
+            'worker holds the alert\'s claim in the shared ledger; the run is killed with SIGKILL, every process at once. '
+            'Another controller on the same machine must take the claim over at once (its holder is gone). A claim whose '
+            'holder is on another machine (`otherhost:123`, written with SQL) cannot be seen to be dead: it must be waited '
+            'for to the end of its lease, and no longer.\n'
+        )
+        out.append(table(['', ''], [
+            ['lease of the killed holder\'s claim', f"{holder['dead_holder_lease_seconds']} s"],
+            ['same machine: the next run\'s item took', seconds(holder['same_host_takeover_seconds'])],
+            ['another machine\'s claim: lease left when written', seconds(holder['foreign_lease_seconds'])],
+            ['another machine\'s claim: sent after its expiry', f"{holder['foreign_sent_seconds_after_expiry']:.2f} s"],
+        ]))
+    controllers = section.get('three_controllers', [])
+    if controllers:
+        first = controllers[0]
+        out.append(
+            f"\n### Three controllers at once\n\nThree `ansible-playbook` runs, each with its own HOME, {first['forks']} "
+            f"hosts and `forks: {first['forks']}`, wait at a gate and then decide at the same moment (the stand-in answers "
+            f"each request after 500 ms). Per host, every controller states the same alert, and one of its own; every host "
+            f"of every controller also states one shared alert: {first['identical_alerts']} identical alerts and "
+            f"{first['distinct_alerts']} distinct ones. Each must reach Temperstack exactly once, and the distinct ones in "
+            'parallel (their requests spread over at most half the time they would take one after another).\n'
+        )
+        out.append(table(['run', 'decisions', 'requests', 'most copies of one alert', 'distinct alerts: spread / one after another',
+                          'most at once', 'slowest decision', 'longest run'],
+                         [[step['step'], step['decisions'], step['requests'], step['most_copies_of_one_alert'],
+                           f"{seconds(step['distinct_span_seconds'])} / {seconds(step['distinct_serial_seconds'])}"
+                           if 'distinct_span_seconds' in step else '-',
+                           step['peak_concurrent_requests'], seconds(step['slowest_decision_seconds']), seconds(step['wall_seconds'])]
+                          for step in controllers]))
+    callbacks = section.get('three_callbacks')
+    if callbacks:
+        counts = callbacks['alarms_per_round']
+        out.append(
+            f"\nWith the callback, three runs whose same play fails at the same moment (after the gate) must raise one "
+            f"Alarm. In {callbacks['rounds']} rounds Temperstack received "
+            f"{', '.join(f'{counts.count(n)} round(s) {n} Alarm(s)' for n in sorted(set(counts)))}.\n"
+        )
+    return out
+
+
 def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-statements
     machine, sections, outcome = data['machine'], data['sections'], data['outcome']
     out = []
@@ -241,6 +407,7 @@ def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-state
                         f"{sum(v['out_of_order'] for v in order_variants)} Alarms after their OK, "
                         f"{sum(v['duplicates'] for v in order_variants)} duplicates; outbox empty, every alert on record as OK"])
     summary += interrupted_rows(sections.get('interrupted', {}))
+    summary += pg_ledger_rows(sections.get('pg_ledger', {}))
     out.append('\n## Summary\n')
     out.append(table(['item', 'what was tried', 'result'], summary))
 
@@ -425,6 +592,7 @@ def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-state
         )
 
     out += interrupted_section(sections.get('interrupted', {}))
+    out += pg_ledger_section(sections.get('pg_ledger', {}))
     out.append('\n' + FIXED)
     return '\n'.join(part.rstrip('\n') + '\n' for part in out).replace('\n\n\n', '\n\n')
 

@@ -300,19 +300,28 @@ class CallbackModule(CallbackBase):
         )
         flush_timeout = _check_flush_timeout(self.get_option('flush_timeout'))
         self._ledger = self._open_ledger()
-        self._ledger.prune_if_due()
         self._endpoint_key = endpoint.ledger_key
+        self._prepare_ledger()
         self._flush_timeout = flush_timeout
         self._sender = SenderProcess(
             client, self._ledger.spec, self._flush_timeout, run_token=self._run_token, fallback=self._fallback,
         )
-        # Failures held by a run on this controller that was killed outright (its delivery process too) are
-        # delivered now, before this run's own alerts.
-        self._ledger.release_stale_holds()
         _RUNS.add(self)
-        if self._ledger.pending(self._endpoint_key):
+        if self._ledger_call(lambda ledger: ledger.pending(self._endpoint_key)):
             # What earlier runs could not deliver goes first, before this run's own alerts.
             self._sender.notify()
+
+    def _prepare_ledger(self) -> None:
+        try:
+            # A server that does not answer in time is a fallback, never a reason to go without alerts.
+            self._ledger_call(lambda ledger: ledger.prune_if_due())
+            # Failures held by a run on this controller that was killed outright (its delivery process too) are
+            # delivered now, before this run's own alerts.
+            self._ledger_call(lambda ledger: ledger.release_stale_holds())
+        except LedgerUnreachable:
+            raise
+        except LedgerError as exc:
+            self._display.warning(f'temperstack: could not tidy the ledger up: {exc}')
 
     def _open_ledger(self) -> Ledger:
         url = check_ledger_url(self.get_option('ledger_url'))

@@ -176,7 +176,7 @@ def send_outbox(
     """
     if claim is not None:
         last = None
-        for queued in ledger.pending(claim.endpoint, claim.alert_id):
+        for queued in _without_repeats(ledger, claim, ledger.pending(claim.endpoint, claim.alert_id)):
             last = _send_entry(ledger, client, claim, queued, on_sent, on_dropped) or last
         return last
     backlog = ledger.pending(client.endpoint.ledger_key)
@@ -214,7 +214,8 @@ class _Chains:
             self._claims[alert_id] = claim
             if claim is not None:
                 # Read again under the claim: what another sender delivered meanwhile must not be sent again.
-                self._entries[alert_id] = {entry.seq for entry in self._ledger.pending(endpoint_key, alert_id)}
+                chain = _without_repeats(self._ledger, claim, self._ledger.pending(endpoint_key, alert_id))
+                self._entries[alert_id] = {entry.seq for entry in chain}
         claim = self._claims[alert_id]
         return claim if claim is not None and queued.seq in self._entries[alert_id] else None
 
@@ -332,12 +333,31 @@ def _start_chain(
     claim = ledger.try_claim(endpoint_key, alert_id, claim_lease(client))
     if claim is None:
         return  # another sender has this alert
-    chain = ledger.pending(endpoint_key, alert_id)
+    chain = _without_repeats(ledger, claim, ledger.pending(endpoint_key, alert_id))
     if not chain:
         _release(ledger, claim)
         return
     claims[alert_id] = claim
     submit(chain)
+
+
+def _without_repeats(ledger: Ledger, claim: Claim, chain: list[Queued]) -> list[Queued]:
+    """``chain`` (one alert's entries, read under its claim) without the entries that would tell Temperstack nothing.
+
+    Controllers that see the same play fail at the same moment each queue its Alarm; Temperstack needs it once.
+    An entry with the status and payload of the one before it (or of what Temperstack acknowledged), naming no host
+    that one lacks, is discarded under the claim instead of sent.
+    """
+    before = ledger.acknowledged(claim.endpoint, claim.alert_id) if chain else None
+    kept: list[Queued] = []
+    for queued in chain:
+        last = (kept[-1].alert.status, kept[-1].alert.fingerprint, kept[-1].hosts) if kept else (
+            (before.status, before.fingerprint, before.hosts) if before is not None else None)
+        if last is not None and last[:2] == (queued.alert.status, queued.alert.fingerprint) and set(queued.hosts) <= set(last[2]):
+            ledger.discard(queued, claim)
+            continue
+        kept.append(queued)
+    return kept
 
 
 def _release(ledger: Ledger, claim: Claim) -> None:

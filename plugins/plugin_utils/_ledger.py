@@ -414,6 +414,10 @@ class Ledger:
         """
         return self._guard(self._streak, endpoint, alert_id, status, count)
 
+    def acknowledged(self, endpoint: str, alert_id: str) -> Record | None:
+        """What Temperstack acknowledged for ``alert_id``, whatever waits in the outbox (``lookup`` prefers that)."""
+        return self._guard(self._acknowledged, endpoint, alert_id)
+
     def newest(self, endpoint: str, alert_id: str) -> float | None:
         """When the newest record or outbox entry of ``alert_id`` was written (None: the ledger has neither)."""
         return self._guard(self._newest, endpoint, alert_id)
@@ -486,6 +490,9 @@ class Ledger:
         raise NotImplementedError
 
     def _newest(self, endpoint: str, alert_id: str) -> float | None:
+        raise NotImplementedError
+
+    def _acknowledged(self, endpoint: str, alert_id: str) -> Record | None:
         raise NotImplementedError
 
     def _records(self, endpoint: str) -> list[Record]:
@@ -900,6 +907,13 @@ class SqliteLedger(Ledger):
             else:
                 self._upsert(endpoint, alert, record.hosts, record.updated)
             return True
+
+    def _acknowledged(self, endpoint: str, alert_id: str) -> Record | None:
+        row = self._conn.execute(
+            'SELECT status, fingerprint, payload, updated, hosts FROM alerts WHERE endpoint = ? AND alert_id = ?',
+            (endpoint, alert_id),
+        ).fetchone()
+        return None if row is None else Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], False, tuple(json.loads(row[4])))
 
     def _newest(self, endpoint: str, alert_id: str) -> float | None:
         return self._conn.execute(

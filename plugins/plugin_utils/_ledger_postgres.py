@@ -18,8 +18,11 @@ was unreachable compares with what it wrote here before on one clock (``adopt``)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import threading
 import time
 import typing as t
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -68,6 +71,8 @@ MAX_CONNECT_TIMEOUT_SECONDS = 30
 STATEMENT_TIMEOUT_MS = 10_000
 LOCK_TIMEOUT_MS = 5_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+CLIENT_DEADLINE_SECONDS = STATEMENT_TIMEOUT_MS / 1000 + 5
+WATCHDOG_POLL_SECONDS = 0.5
 # Any fixed number: the key of the advisory lock under which the schema is created or upgraded.
 _SCHEMA_LOCK = 0x7E3B5A11
 _NOW = 'extract(epoch from clock_timestamp())'
@@ -175,6 +180,53 @@ def _bounded_connect_timeout(given: str) -> int:
     return min(max(seconds, 1), MAX_CONNECT_TIMEOUT_SECONDS) if seconds > 0 else CONNECT_TIMEOUT_SECONDS
 
 
+class _Watchdog:
+    """Cuts a connection whose request has had no answer for CLIENT_DEADLINE_SECONDS.
+
+    The server enforces statement_timeout and lock_timeout itself, so only a server that stopped answering altogether
+    (frozen, or a network that drops everything while TCP keepalives are still acknowledged) can hold a request past
+    them; this is the bound on the client's side. One thread per process, asleep unless a request is under way.
+    """
+
+    def __init__(self) -> None:
+        self._deadline: float | None = None
+        self._conn: t.Any = None
+        self._thread: threading.Thread | None = None
+        self.fired = False
+
+    @contextlib.contextmanager
+    def watching(self, conn: t.Any) -> t.Iterator[None]:
+        self.fired = False
+        self._conn = conn
+        self._deadline = time.monotonic() + CLIENT_DEADLINE_SECONDS
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name='temperstack-ledger-watchdog', daemon=True)
+            self._thread.start()
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_POLL_SECONDS)
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                self._deadline = None
+                self.fired = True
+                _cut(self._conn)
+
+
+def _cut(conn: t.Any) -> None:
+    """Shut the connection's socket down under libpq's feet: the request it waits on fails at once."""
+    with contextlib.suppress(Exception):
+        sock = socket.fromfd(conn.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
 class PostgresLedger(Ledger):
     """The ledger in a PostgreSQL database, in a schema of its own (``temperstack``).
 
@@ -195,6 +247,7 @@ class PostgresLedger(Ledger):
         if psycopg is None:
             raise LedgerError(INSTALL_HINT)
         self._conninfo = self._make_conninfo(url)
+        self._watchdog = _Watchdog()
         self._conn = self._connect()
 
     # -- connecting --------------------------------------------------------------------------------
@@ -283,8 +336,10 @@ class PostgresLedger(Ledger):
         return int(row[0]) if row else None
 
     def _describe(self, exc: BaseException) -> str:
-        # libpq quotes a URI it cannot parse whole, password and all.
-        text = ' '.join(str(exc).split()) or type(exc).__name__
+        # The server's own words, without the statement it quotes back; libpq's for a connection that failed (it
+        # quotes a URI it cannot parse whole, password and all).
+        primary = getattr(getattr(exc, 'diag', None), 'message_primary', None)
+        text = ' '.join((primary or str(exc)).split()) or type(exc).__name__
         for secret in _passwords(self.spec):
             # A long password is masked wherever it appears; a short one only where it stands alone, so that a
             # password 'p' does not turn "expired" into "ex********ired".
@@ -297,17 +352,23 @@ class PostgresLedger(Ledger):
 
     def _guard(self, operation: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
         try:
-            return operation(*args)
+            with self._watchdog.watching(self._conn):
+                return operation(*args)
         except LedgerError:
             raise
         except psycopg.Error as exc:
+            if self._watchdog.fired:
+                raise LedgerUnreachable(
+                    f'the ledger at {self.location} did not answer in time: no answer within {CLIENT_DEADLINE_SECONDS:g} s'
+                ) from None
             if not self._conn.broken and not self._conn.closed:
                 raise self._failure(exc) from None
         # The server dropped the connection (a restart, a failover): one new connection, one more try.
         self._conn.close()
         self._conn = self._connect()
         try:
-            return operation(*args)
+            with self._watchdog.watching(self._conn):
+                return operation(*args)
         except psycopg.Error as exc:
             raise self._failure(exc) from None
 
@@ -639,3 +700,12 @@ class PostgresLedger(Ledger):
             (endpoint, alert_id, status, time.time()),
         ).fetchone()
         return int(row[0])
+
+    def _acknowledged(self, endpoint: str, alert_id: str) -> Record | None:
+        if self._absent:
+            return None
+        row = self._conn.execute(
+            f'SELECT status, fingerprint, payload, updated, hosts FROM {SCHEMA}.alerts WHERE endpoint = %s AND alert_id = %s',
+            (endpoint, alert_id),
+        ).fetchone()
+        return None if row is None else Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], False, tuple(json.loads(row[4])))

@@ -15,6 +15,7 @@ import typing as t
 import pytest
 
 import faultlib
+import pg
 
 _OUTCOME: dict[str, t.Any] = {'passed': 0, 'failed': 0, 'skipped': 0}
 _STARTED = time.time()
@@ -63,3 +64,10 @@ def server(work_dir) -> t.Iterator[faultlib.StandIn]:
 @pytest.fixture(scope='session')
 def harness(work_dir) -> faultlib.Harness:
     return faultlib.Harness(work_dir)
+
+
+@pytest.fixture(scope='session')
+def pg_server(work_dir) -> t.Iterator[pg.PgServer]:
+    """The suite's own PostgreSQL server (tests stop and restart it); stopped, its data deleted, when the session ends."""
+    with pg.pg_server(os.path.join(work_dir, 'postgresql'), work_dir) as running:
+        yield running

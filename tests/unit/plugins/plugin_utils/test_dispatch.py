@@ -597,3 +597,52 @@ def test_a_sender_whose_claim_was_taken_over_stops_before_sending_again(ledger_p
             send_outbox(ledger, client)
         assert client.sent == [('a', 'Alarm')]  # the OK was not sent by the sender that lost the claim
         assert [q.alert.status for q in ledger.pending(endpoint.ledger_key)] == ['Alarm', 'OK']
+
+
+@pytest.mark.parametrize('workers', [1, 16])
+def test_the_same_alarm_queued_by_several_controllers_is_sent_once(ledger, endpoint, client, opener, make_alert, workers):
+    """Three controllers saw the same play fail at once and each queued its Alarm: Temperstack needs it once."""
+    alarm = make_alert(status='Alarm')
+    for controller in range(3):  # pylint: disable=unused-variable
+        ledger.queue(endpoint.ledger_key, alarm, ['web1'])
+    # A backlog of other alerts, so that 16 workers take the parallel path.
+    for index in range(20):
+        ledger.queue(endpoint.ledger_key, make_alert(alert_id=f'other-{index}'))
+
+    send_outbox(ledger, client, workers=workers)
+
+    sent = [call.json['alert_id'] for call in opener.calls]
+    assert sent.count(alarm.alert_id) == 1
+    assert len(sent) == 21
+    assert ledger.pending(endpoint.ledger_key) == []
+
+
+def test_a_repeat_that_names_a_new_host_is_still_sent(ledger, endpoint, client, opener, make_alert):
+    alarm = make_alert(status='Alarm')
+    ledger.queue(endpoint.ledger_key, alarm, ['web1'])
+    ledger.queue(endpoint.ledger_key, alarm, ['web1', 'web2'])
+
+    send_outbox(ledger, client)
+
+    assert len(opener.calls) == 2
+    assert ledger.lookup(endpoint.ledger_key, alarm.alert_id).hosts == ('web1', 'web2')
+
+
+def test_an_alarm_again_after_its_ok_is_sent(ledger, endpoint, client, opener, make_alert):
+    for status in ('Alarm', 'OK', 'Alarm'):
+        ledger.queue(endpoint.ledger_key, make_alert(status=status))
+
+    send_outbox(ledger, client)
+
+    assert [call.json['status'] for call in opener.calls] == ['Alarm', 'OK', 'Alarm']
+
+
+def test_a_queued_repeat_of_what_temperstack_holds_is_not_sent(ledger, endpoint, client, opener, make_alert):
+    alarm = make_alert(status='Alarm')
+    ledger.record(endpoint.ledger_key, alarm, ['web1'])
+    ledger.queue(endpoint.ledger_key, alarm, ['web1'])
+
+    send_outbox(ledger, client)
+
+    assert opener.calls == []
+    assert ledger.pending(endpoint.ledger_key) == []
