@@ -102,10 +102,12 @@ def _report(ledger: Ledger, key: str, args: t.Mapping[str, t.Any], status: str) 
         if alert_id in waiting and alert_id not in withheld:
             stated = Record(alert_id, waiting[alert_id].alert.status, '', dict(waiting[alert_id].alert.payload),
                             waiting[alert_id].queued, True, waiting[alert_id].hosts)
-        if wanted(alert_id, stated.status, stated.payload.get('resource_id'), stated.hosts):
+        # A queued OK names no host, but is about the hosts of the Alarm it resolves.
+        if wanted(alert_id, stated.status, stated.payload.get('resource_id'), (*record.hosts, *stated.hosts)):
             alerts.append(_alert(record, alert_id in waiting, withheld.get(alert_id)))
     queued = [_entry(entry, now) for entry in mine if wanted(
-        entry.alert.alert_id, entry.alert.status, entry.alert.payload.get('resource_id'), entry.hosts)]
+        entry.alert.alert_id, entry.alert.status, entry.alert.payload.get('resource_id'),
+        (*known[entry.alert.alert_id].hosts, *entry.hosts))]
     elsewhere: dict[str, int] = {}
     for entry in entries:
         if entry.endpoint != key:
