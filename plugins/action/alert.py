@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import typing as t
 
 # Not used here. ansible-playbook loads this plugin before it forks a worker for each task and host, so every
@@ -49,6 +50,11 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     open_ledger,
     shared_ledger,
 )
+
+if os.environ.get('TEMPERSTACK_LEDGER_URL'):
+    # For the same reason as ansible.module_utils.urls above: with a shared ledger configured, every worker inherits
+    # psycopg (100 ms of imports each) instead of importing it for its first task. Never when it is not configured.
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger_postgres  # noqa: F401 pylint: disable=unused-import
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     # The alert fields are type-checked by the core, which rejects lists and dictionaries instead of

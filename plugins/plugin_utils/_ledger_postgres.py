@@ -388,17 +388,14 @@ class PostgresLedger(Ledger):
     def _lookup(self, endpoint: str, alert_id: str) -> Record | None:
         if self._absent:
             return None
+        # One round trip: the newest deliverable outbox entry if there is one, else the record.
         row = self._conn.execute(
-            f'SELECT status, fingerprint, payload, queued, hosts, true FROM {SCHEMA}.outbox '
-            f'WHERE endpoint = %s AND alert_id = %s AND {_DELIVERABLE} ORDER BY seq DESC LIMIT 1',
-            (endpoint, alert_id),
+            f'(SELECT status, fingerprint, payload, queued, hosts, true AS pending FROM {SCHEMA}.outbox '
+            f'WHERE endpoint = %s AND alert_id = %s AND {_DELIVERABLE} ORDER BY seq DESC LIMIT 1) '
+            f'UNION ALL (SELECT status, fingerprint, payload, updated, hosts, false FROM {SCHEMA}.alerts '
+            'WHERE endpoint = %s AND alert_id = %s) ORDER BY pending DESC LIMIT 1',
+            (endpoint, alert_id, endpoint, alert_id),
         ).fetchone()
-        if row is None:
-            row = self._conn.execute(
-                f'SELECT status, fingerprint, payload, updated, hosts, false FROM {SCHEMA}.alerts '
-                'WHERE endpoint = %s AND alert_id = %s',
-                (endpoint, alert_id),
-            ).fetchone()
         if row is None:
             return None
         return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], row[5], tuple(json.loads(row[4])))
