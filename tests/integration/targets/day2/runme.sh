@@ -30,7 +30,8 @@ read -r -a BACKENDS <<<"${TS_BACKENDS:-sqlite postgresql}"
 if ((${#BACKENDS[@]} > 1)) && [[ -z "${TS_SERIAL:-}" && -z "${DAY2_BACKEND_PROCESS:-}" ]]; then
     logs=$(mktemp -d "${TMPDIR:-/tmp}/day2-backends.XXXXXX")
     pids=()
-    trap 'kill "${pids[@]}" 2>/dev/null; exit 143' INT TERM
+    # Interrupted: each backend process cleans up after itself (its stand-in, its work directory) before it ends.
+    trap 'kill "${pids[@]}" 2>/dev/null; wait; cat "$logs"/*.log; rm -rf "$logs"; exit 143' INT TERM
     started=$SECONDS
     for BACKEND in "${BACKENDS[@]}"; do
         DAY2_BACKEND_PROCESS=1 TS_BACKENDS=$BACKEND "$PWD/runme.sh" </dev/null >"$logs/$BACKEND.log" 2>&1 &
@@ -145,7 +146,6 @@ new_ledger() {
             password=${password%%@*}
             [[ -n "$password" && "$password" != "$LEDGER" ]] || fail "cannot find the password in the owner's URL"
             SECRETS+=("$password")
-            PASSWORD=$password
             LEDGER_SHOWN="postgresql://temperstack:********@${LEDGER#*@}"
             LEDGER_ENV=(TEMPERSTACK_LEDGER_URL="$LEDGER")
             ledger_var=day2_ledger_url ;;
@@ -312,7 +312,7 @@ expect_secrets_absent() {
 # ---------------------------------------------------------------------------------------------------
 scenario_1_alert_info() {
     new_ledger 1
-    local deploy migrate legacy
+    local deploy migrate
     # Module alerts and the failed plays' Alarms: five requests are acknowledged, then Temperstack is down.
     SCRIPT="[{\"status\": 200, \"repeat\": 5}, $DOWN]" WARNINGS=1 job callback 2 alert_info_setup.yml -e phase=raise
     expect_sent_like "200 Alarm day2-disk-web0[34]" "200 Alarm day2-disk-web0[34]" "200 Alarm day2-load-web03" \
@@ -377,11 +377,14 @@ scenario_3_silence() {
     new_ledger 3
     local worker="$SCENARIO_DIR/worker.sh"
     echo 'exit 1' >"$worker"
+    # Only the alert the ledger knows before the silence, and web04's Alarm, which no silence covers, go out.
     job module 0 silence.yml -e phase=start -e "worker_script=$worker"
     expect_sent "200 OK day2-sil-ntp-web03" "200 Alarm day2-sil-disk-web04"
+    # The role's Alarm, the module's and the failed play's: all withheld; the callback names the silence.
     job callback 2 silence.yml -e phase=during -e "worker_script=$worker"
     expect_sent
     expect_line "$OUT" 'Temperstack: sent nothing; 1 Alarm withheld by silence maint-web03'
+    # Once the silences have ended, the next decision about each withheld Alarm sends it.
     job callback 2 silence.yml -e phase=end -e "worker_script=$worker"
     expect_sent "200 Alarm day2-sil-disk-web03" "200 Alarm day2-sil-service-web03" "200 Alarm day2-sil-blip-web04" \
         "200 Alarm ansible-silence-yml-deploy-web-tier-$ID"
@@ -394,6 +397,7 @@ scenario_4_damping() {
     local worker="$SCENARIO_DIR/worker.sh"
     local -a damping=(damping.yml -e "worker_script=$worker")
     echo 'exit 1' >"$worker"
+    # Failing: 1 of 3 (the flaky check 1 of 2), 2 of 3 (the flaky check reaches its count, silenced), 3 of 3.
     job module 0 "${damping[@]}" -e expect_withheld=no
     expect_sent
     job module 0 "${damping[@]}" -e expect_withheld=yes
@@ -401,6 +405,7 @@ scenario_4_damping() {
     job module 0 "${damping[@]}" -e expect_withheld=yes
     expect_sent "200 Alarm day2-worker-web03"
     echo 'exit 0' >"$worker"
+    # Healthy: 1 of 2.
     job module 0 "${damping[@]}" -e expect_withheld=any
     expect_sent
     # Healthy twice in a row: the OK goes out, and the flaky check's withheld Alarm is no longer its last status.
