@@ -1,12 +1,16 @@
 # Copyright (c) Temperstack alerting collection contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The ledger at scale (case 7 of tools/bench/bench.py): run by the harness, prints one JSON object.
+"""The ledger at scale (case 7 of tools/bench/bench.py) and the decision on both backends (case 8): run by the
+harness, each prints one JSON object.
 
 Usage (the collection must be importable, e.g. PYTHONPATH=<dir holding ansible_collections>):
 
-    python ledger_bench.py scale  --ledger PATH --records N --samples N --writers N ...
-    python ledger_bench.py writer --ledger PATH --writer I --start T ...   (started by `scale`)
+    python ledger_bench.py scale     --ledger PATH --records N --samples N --writers N ...
+    python ledger_bench.py writer    --ledger PATH --writer I --start T ...   (started by `scale`)
+    BENCH_LEDGER_URL=postgresql://... python ledger_bench.py decisions --sqlite PATH --blocks N --block-size N
+
+(The URL comes from the environment, not the command line, where any user could read its password.)
 
 Everything goes through the collection's own code: ``Ledger`` and ``dispatch`` from plugin_utils, and the
 real ``TemperstackClient`` with an opener that answers 200 at once instead of a network (so a "send"
@@ -30,7 +34,12 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import dispatch
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import RETENTION_SECONDS, Ledger, LedgerError
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
+    RETENTION_SECONDS,
+    LedgerError,
+    SqliteLedger,
+    open_ledger,
+)
 
 WEBHOOK_URL = 'https://bench.temperstack.com/api/integration/webhook/BENCHKEY'
 COUNTER_ALERT = 'bench-shared-counter'
@@ -318,9 +327,133 @@ def writer(args):
 
 def _increment(ledger, key):
     """A read-modify-write that only the claim protects: a lost update shows as a lower final count."""
-    with ledger.claim(key, COUNTER_ALERT, lease=60) as current:
+    with ledger.claim(key, COUNTER_ALERT, lease=60) as claim:
+        current = ledger.lookup(key, COUNTER_ALERT)
         count = int(current.payload['description'].split()[-1]) if current else 0
-        ledger.record(key, _alert(0, description='count %d' % (count + 1), alert_id=COUNTER_ALERT))
+        ledger.record(key, _alert(0, description='count %d' % (count + 1), alert_id=COUNTER_ALERT), claim=claim)
+
+
+# -- case 8: one decision on each backend, interleaved --------------------------------------------------
+
+LEDGER_URL_ENV = 'BENCH_LEDGER_URL'
+BACKENDS = ('postgresql', 'sqlite')
+# The ledger methods dispatch() may call, each timed on its own in the breakdown (claim() calls try_claim and
+# release); those a ledger lacks are left out.
+STEPS = ('lookup', 'try_claim', 'record', 'release', 'silences', 'streak', 'withheld', 'withhold')
+
+
+def decisions(args):
+    """First-send decisions through dispatch() on a PostgreSQL and a SQLite ledger, in alternating blocks.
+
+    Blocks of ``block_size`` new alerts go to one backend and then the other, the order swapped from block to block,
+    so that both see the same machine at nearly the same moments. Every decision is one new alert, sent by the client
+    that answers at once and recorded. Afterwards, outside the timed blocks: the repeat decisions (nothing to send)
+    and a breakdown of one block per backend into the ledger calls dispatch() makes, with the statements sent.
+    """
+    url = os.environ.get(LEDGER_URL_ENV)
+    if not url:
+        raise SystemExit('%s is not set' % LEDGER_URL_ENV)
+    endpoint = _endpoint()
+    client = _client(endpoint)
+    ledgers = {'postgresql': open_ledger(url), 'sqlite': open_ledger(args.sqlite)}
+    result = {'samples_ms': {name: [] for name in BACKENDS}, 'blocks': []}
+    numbers = iter(range(30_000_000, 40_000_000))
+    sent = {name: [] for name in BACKENDS}
+    # New to the ledger even when the harness runs this twice on one database.
+    run = '%x' % time.time_ns()
+
+    def decide(name, count, again=False):
+        """``count`` decisions on one backend: new alerts, or (``again``) alerts it has on record."""
+        ledger, times = ledgers[name], []
+        for index in range(count):
+            number = sent[name][index] if again else next(numbers)
+            alert = _alert(number, alert_id='bench-decision-%s-%d' % (run, number))
+            elapsed, outcome = _timed(dispatch, alert, endpoint, ledger, client)
+            if outcome.sent == again:
+                raise SystemExit('decision on alert %d on %s: sent is %s' % (number, ledger.location, outcome.sent))
+            if not again:
+                sent[name].append(number)
+            times.append(elapsed)
+        return times
+
+    try:
+        for name in BACKENDS:
+            # Warm-up: connection, statement preparation, SQLite's write-ahead log, the first pages of the indexes.
+            decide(name, args.warmup)
+        for block in range(args.blocks):
+            order = BACKENDS if block % 2 == 0 else tuple(reversed(BACKENDS))
+            medians = {}
+            for name in order:
+                times = decide(name, args.block_size)
+                result['samples_ms'][name].extend(_ms(value) for value in times)
+                medians[name] = _ms(statistics.median(times))
+            result['blocks'].append(medians)
+        for name in BACKENDS:
+            result[name] = _summary([value / 1000.0 for value in result['samples_ms'][name]])
+            # Alerts already on record: nothing to send, one lookup and no claim.
+            result[name + '_nothing_to_send'] = _summary(decide(name, min(len(sent[name]), args.block_size * 4), again=True))
+            result[name + '_steps'] = _breakdown(ledgers[name], lambda name=name: decide(name, 1), args.block_size)
+    finally:
+        for ledger in ledgers.values():
+            ledger.close()
+    print(json.dumps(result))
+    return 0
+
+
+def _breakdown(ledger, decide, count):
+    """Median time per decision in each ledger call, and the statements sent per decision (PostgreSQL only)."""
+    steps = [step for step in STEPS if hasattr(ledger, step)]
+    spent = {step: [] for step in steps}
+    current = {step: 0.0 for step in steps}
+    calls = {step: 0 for step in steps}
+    statements = [0]
+
+    def timed(step, method):
+        def wrapper(*args, **kwargs):
+            calls[step] += 1
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                current[step] += time.perf_counter() - start
+        return wrapper
+
+    for step in steps:
+        setattr(ledger, step, timed(step, getattr(ledger, step)))
+    conn = getattr(ledger, '_conn', None)
+    counted = conn is not None and hasattr(conn, 'pgconn')
+    if counted:
+        # Each execute() is one statement, each transaction() two more (BEGIN and COMMIT), one round trip each.
+        conn.execute = _counting(conn.execute, statements, 1)
+        conn.transaction = _counting(conn.transaction, statements, 2)
+    totals = []
+    for _decision in range(count):
+        for step in steps:
+            current[step] = 0.0
+        totals.extend(decide())
+        for step in steps:
+            spent[step].append(current[step])
+    for step in steps:
+        delattr(ledger, step)
+    if counted:
+        del conn.execute
+        del conn.transaction
+    # Only the calls a decision makes, with how many times it makes each.
+    result = {'steps': {step: {'calls': round(calls[step] / count, 2), 'median_ms': _ms(statistics.median(spent[step]))}
+                        for step in steps if calls[step]}}
+    result['total'] = _ms(statistics.median(totals))
+    result['outside_the_ledger'] = _ms(statistics.median(
+        [total - sum(spent[step][index] for step in steps) for index, total in enumerate(totals)]))
+    if counted:
+        result['statements_per_decision'] = round(statements[0] / count, 2)
+    return result
+
+
+def _counting(method, counter, step):
+    def wrapper(*args, **kwargs):
+        counter[0] += step
+        return method(*args, **kwargs)
+    return wrapper
 
 
 def main(argv=None):
@@ -344,6 +477,12 @@ def main(argv=None):
     one.add_argument('--queued', type=int, required=True)
     one.add_argument('--sends-log', required=True)
     one.set_defaults(func=writer)
+    pair = sub.add_parser('decisions')
+    pair.add_argument('--sqlite', required=True)
+    pair.add_argument('--blocks', type=int, default=20)
+    pair.add_argument('--block-size', type=int, default=100)
+    pair.add_argument('--warmup', type=int, default=50)
+    pair.set_defaults(func=decisions)
     args = parser.parse_args(argv)
     return args.func(args)
 
