@@ -31,7 +31,7 @@
 #                     against the stand-in
 #   make galaxy-importer  build, then galaxy-importer on the tarball (offline)
 #   make demo         build + install the tarball, run examples/ against a stand-in
-#   make bench        benchmarks (tools/bench/, about 10 minutes on an idle machine):
+#   make bench        benchmarks (tools/bench/, 25-40 minutes on an idle machine):
 #                     writes docs/performance.md; BENCH_ARGS='--cases 4' for one case
 #   make bench-smoke  one scaled-down iteration of every benchmark case (in test)
 #   make pg-start     a throwaway PostgreSQL 15 server for the shared-ledger tests
@@ -234,7 +234,7 @@ stand-in-tests: venv $(STAGE_DEP)
 # temperstack/alerting, so its ansible-playbook runs and imports find the
 # collection under test). Everything it writes (outputs, ledgers, temp files,
 # all scanned for the key at the end) goes to FAULTS_WORK/work-<profile>, its
-# figures to FAULTS_WORK/figures-<profile>.json. `faults` (about 25 minutes)
+# figures to FAULTS_WORK/figures-<profile>.json. `faults` (about 45 minutes)
 # then rewrites docs/reliability.md from its figures.
 FAULTS_WORK ?= $(REPO_ROOT)/build/faults
 FAULTS_ARGS ?=
