@@ -31,7 +31,7 @@ _HOW_TO_CONNECT = (
     'together with org (TEMPERSTACK_ORG) or base_url (TEMPERSTACK_BASE_URL)'
 )
 # userinfo in any URL, and the key segment of a webhook URL, wherever they appear in free text.
-_URL_USERINFO = re.compile(r'(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@')
+_URL_USERINFO = re.compile(r'(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}://)[^/\s@]+@')
 _WEBHOOK_KEY_IN_TEXT = re.compile(re.escape(WEBHOOK_PATH) + r'[^/?#\s"\'<>]+')
 
 
