@@ -369,3 +369,14 @@ def test_undecodable_bytes_in_connection_options_are_an_endpoint_error(options, 
     # raised UnicodeEncodeError, a traceback in the task.
     with pytest.raises(EndpointError, match=f'^{named} contains bytes that are not valid UTF-8 text$'):
         resolve_endpoint(options, environ=environ)
+
+
+def test_masking_a_long_text_takes_linear_time():
+    """A 100,000-character error message once took 7 s per mask: the URL scheme pattern backtracked at every letter."""
+    import time  # pylint: disable=import-outside-toplevel
+
+    text = 'a' * 100_000 + ' https://user:pw@example.com/'
+    started = time.monotonic()
+    masked = mask_url_secrets(text)
+    assert time.monotonic() - started < 0.5
+    assert masked.endswith(f' https://{MASK}@example.com/')
