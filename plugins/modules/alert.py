@@ -25,16 +25,9 @@ author:
   - Temperstack alerting maintainers (@temperstack)
 extends_documentation_fragment:
   - temperstack.alerting.connection
+  - temperstack.alerting._attributes
+  - temperstack.alerting._attributes.action_group
 attributes:
-  action:
-    description: Implemented by an action plugin that runs on the controller.
-    support: full
-  async:
-    description: Cannot run asynchronously.
-    support: none
-  become:
-    description: Has no effect; nothing runs on the managed node.
-    support: none
   bypass_host_loop:
     description: Runs once for each host, so per-host alerts work without a loop.
     support: none
@@ -51,15 +44,6 @@ attributes:
     description:
       - A second run with the same options sends nothing and reports C(changed=false), unless O(force=true).
     support: full
-  action_group:
-    description: Use C(group/temperstack.alerting.temperstack) in C(module_defaults) to set the connection once.
-    support: full
-    membership:
-      - temperstack.alerting.temperstack
-  platform:
-    description: Runs on the controller, whatever the target platform.
-    support: full
-    platforms: all
 options:
   alert_name:
     description:

@@ -25,19 +25,9 @@ author:
   - Temperstack alerting maintainers (@temperstack)
 extends_documentation_fragment:
   - temperstack.alerting.connection
+  - temperstack.alerting._attributes
+  - temperstack.alerting._attributes.action_group
 attributes:
-  action:
-    description: Implemented by an action plugin that runs on the controller.
-    support: full
-  async:
-    description: Cannot run asynchronously.
-    support: none
-  become:
-    description: Has no effect; nothing runs on the managed node.
-    support: none
-  bypass_host_loop:
-    description: Runs once for each host it is given; use C(run_once=true).
-    support: none
   check_mode:
     description: Runs as usual; it changes nothing either way.
     support: full
@@ -47,15 +37,6 @@ attributes:
   idempotent:
     description: Reads only.
     support: full
-  action_group:
-    description: Use C(group/temperstack.alerting.temperstack) in C(module_defaults) to set the connection once.
-    support: full
-    membership:
-      - temperstack.alerting.temperstack
-  platform:
-    description: Runs on the controller, whatever the target platform.
-    support: full
-    platforms: all
 options:
   alert_id:
     description: Only alerts whose id matches one of these glob patterns (C(fnmatch), case-sensitive).

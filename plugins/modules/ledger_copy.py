@@ -27,19 +27,9 @@ description:
   - Runs on the Ansible controller. Run it once, with C(run_once=true) or against C(localhost).
 author:
   - Temperstack alerting maintainers (@temperstack)
+extends_documentation_fragment:
+  - temperstack.alerting._attributes
 attributes:
-  action:
-    description: Implemented by an action plugin that runs on the controller.
-    support: full
-  async:
-    description: Cannot run asynchronously.
-    support: none
-  become:
-    description: Has no effect; nothing runs on the managed node.
-    support: none
-  bypass_host_loop:
-    description: Runs once for each host it is given; use C(run_once=true).
-    support: none
   check_mode:
     description: Reports what would be copied, and writes to neither ledger.
     support: full
@@ -49,10 +39,6 @@ attributes:
   idempotent:
     description: A second run copies nothing and reports C(changed=false).
     support: full
-  platform:
-    description: Runs on the controller, whatever the target platform.
-    support: full
-    platforms: all
 options:
   from_ledger_path:
     description:

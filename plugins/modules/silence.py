@@ -27,19 +27,9 @@ description:
   - Runs on the Ansible controller. Use C(run_once=true).
 author:
   - Temperstack alerting maintainers (@temperstack)
+extends_documentation_fragment:
+  - temperstack.alerting._attributes
 attributes:
-  action:
-    description: Implemented by an action plugin that runs on the controller.
-    support: full
-  async:
-    description: Cannot run asynchronously.
-    support: none
-  become:
-    description: Has no effect; nothing runs on the managed node.
-    support: none
-  bypass_host_loop:
-    description: Runs once for each host it is given; use C(run_once=true).
-    support: none
   check_mode:
     description: Reports what would change and which alerts the silence would cover, and writes nothing.
     support: full
@@ -51,10 +41,6 @@ attributes:
       - Stating the same silence again changes nothing. A silence given only a O(duration) keeps the window it got
         when it was created, for as long as it runs.
     support: full
-  platform:
-    description: Runs on the controller, whatever the target platform.
-    support: full
-    platforms: all
 options:
   name:
     description:
