@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import time
 import typing as t
 
@@ -15,6 +14,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._argument_specs import CONNECTION_ARGUMENT_SPEC
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import STATUSES, AlertValidationError
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import EndpointError, resolve_endpoint
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._globs import glob_matches
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     Entry,
     Ledger,
@@ -86,10 +86,9 @@ def _report(ledger: Ledger, key: str, args: t.Mapping[str, t.Any], status: str) 
 
     def wanted(alert_id: str, record_status: str, resource_id: str | None, hosts: t.Sequence[str]) -> bool:
         return (
-            (not args['alert_id'] or any(fnmatch.fnmatchcase(alert_id, pattern) for pattern in args['alert_id']))
+            (not args['alert_id'] or glob_matches(alert_id, args['alert_id']))
             and (status == 'any' or record_status == status)
-            and (not args['resource_id'] or (resource_id is not None and any(
-                fnmatch.fnmatchcase(resource_id, pattern) for pattern in args['resource_id'])))
+            and (not args['resource_id'] or (resource_id is not None and glob_matches(resource_id, args['resource_id'])))
             and (not args['host'] or args['host'] in hosts or resource_id == args['host'])
             and (not args['queued_only'] or alert_id in waiting)
         )

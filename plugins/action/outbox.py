@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import time
 import typing as t
 
@@ -15,6 +14,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import AlertValidationError
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._argument_specs import CONNECTION_ARGUMENT_SPEC
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import EndpointError, resolve_endpoint
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._globs import glob_matches
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     Entry,
     Ledger,
@@ -84,7 +84,7 @@ def _chosen(entry: Entry, key: str, args: t.Mapping[str, t.Any], age: float | No
         return False  # a running playbook still decides it
     if not entry.endpoint.startswith(key):
         return False
-    if args['alert_id'] and not any(fnmatch.fnmatchcase(entry.alert.alert_id, pattern) for pattern in args['alert_id']):
+    if args['alert_id'] and not glob_matches(entry.alert.alert_id, args['alert_id']):
         return False
     return age is None or time.time() - entry.queued >= age
 

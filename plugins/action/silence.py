@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import time
 import typing as t
 
@@ -14,6 +13,7 @@ from ansible.module_utils.common.parameters import env_fallback
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import AlertValidationError
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._globs import glob_matches, is_glob
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     Ledger,
     LedgerError,
@@ -38,7 +38,6 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     'ledger_url': {'type': 'str', 'no_log': True, 'fallback': (env_fallback, ['TEMPERSTACK_LEDGER_URL'])},
 }
 MUTUALLY_EXCLUSIVE = [('ends', 'duration')]
-_GLOB = frozenset('*?[')
 
 
 class ActionModule(ActionBase):
@@ -91,8 +90,8 @@ def _present(ledger: Ledger, wanted: Silence, fixed_window: bool, check_mode: bo
 
 def _absent(ledger: Ledger, name: str, check_mode: bool) -> dict[str, t.Any]:
     existing = ledger.silences()
-    if _GLOB & set(name):
-        gone = [silence for silence in existing if fnmatch.fnmatchcase(silence.name, name)]
+    if is_glob(name):
+        gone = [silence for silence in existing if glob_matches(silence.name, (name,))]
         if not gone:
             known = ', '.join(silence.name for silence in existing) or 'none'
             raise AlertValidationError(f'name {name!r} matches no silence (there are: {known})')

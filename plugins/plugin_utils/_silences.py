@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import datetime
-import fnmatch
 import re
 import time
 import typing as t
 
 from ._alert import AlertValidationError
+from ._globs import glob_matches
 from ._ledger import Silence
 
 # 1h30m, 45m, 2d, 90s, 1w: what operators type; an ISO 8601 duration (PT1H30M, P2D) too.
@@ -118,11 +118,11 @@ def is_active(silence: Silence, now: float | None = None) -> bool:
 
 def matches(silence: Silence, alert_id: str, resource_id: str | None, hosts: t.Iterable[str]) -> bool:
     """Whether ``silence`` covers an alert: every kind of matcher it has matches (one of its patterns, each)."""
-    if silence.alert_ids and not _any_match(silence.alert_ids, (alert_id,)):
+    if silence.alert_ids and not glob_matches(alert_id, silence.alert_ids):
         return False
-    if silence.resource_ids and not (resource_id is not None and _any_match(silence.resource_ids, (resource_id,))):
+    if silence.resource_ids and not (resource_id is not None and glob_matches(resource_id, silence.resource_ids)):
         return False
-    return not silence.hosts or _any_match(silence.hosts, tuple(hosts))
+    return not silence.hosts or any(glob_matches(host, silence.hosts) for host in hosts)
 
 
 def silencing(
@@ -134,10 +134,6 @@ def silencing(
         if is_active(silence, now) and matches(silence, alert_id, resource_id, hosts):
             return silence
     return None
-
-
-def _any_match(patterns: t.Iterable[str], values: t.Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns for value in values)
 
 
 def _patterns(value: t.Any, option: str) -> tuple[str, ...]:
