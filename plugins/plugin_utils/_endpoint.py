@@ -24,6 +24,10 @@ ENV_VARS = {
 }
 WEBHOOK_PATH = '/api/integration/webhook/'
 MASK = '********'
+# Secrets shorter than this are masked only where they stand alone (see Endpoint.mask).
+SHORT_SECRET = 8
+# The words of WEBHOOK_PATH: shown in an error message's URL, where any other path segment might be a key.
+_WEBHOOK_PATH_WORDS = frozenset(WEBHOOK_PATH.strip('/').split('/'))
 
 _ORG_NAME = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$')
 _HOW_TO_CONNECT = (
@@ -52,12 +56,18 @@ class Endpoint:
         self.ledger_key = hashlib.sha256(b'temperstack.alerting endpoint\0' + url.encode('utf-8')).hexdigest()
 
     def mask(self, text: str) -> str:
-        """Hide this endpoint's key (and any URL credentials) in ``text``."""
+        """Hide this endpoint's key (and any URL credentials) in ``text``.
+
+        A key of ``SHORT_SECRET`` characters or more is hidden wherever it appears. A shorter one is hidden only where
+        it stands alone (no letter or digit on either side) and as the key segment of any webhook URL, so that a key
+        ``k`` does not turn "unknown key" into "un********nown ********ey".
+        """
         for secret in self.secrets:
-            text = text.replace(secret, MASK)
-            quoted = quote(secret, safe='')
-            if quoted != secret:
-                text = text.replace(quoted, MASK)
+            for form in dict.fromkeys((secret, quote(secret, safe=''))):
+                if len(form) >= SHORT_SECRET:
+                    text = text.replace(form, MASK)
+                else:
+                    text = re.sub(rf'(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])', MASK, text)
         return mask_url_secrets(text)
 
     def __repr__(self) -> str:
@@ -145,7 +155,7 @@ def _from_webhook_url(url: str) -> Endpoint:
     if not key or '/' in key.strip('/'):
         raise EndpointError(
             'webhook_url must be the integration URL Temperstack shows, '
-            f'https://ORG.temperstack.com{WEBHOOK_PATH}KEY, got {_mask_path(parts)}'
+            f'https://ORG.temperstack.com{WEBHOOK_PATH}KEY, got {shown_url(url)}'
         )
     secrets = [key.strip('/'), parts.query, parts.password or '']
     return Endpoint(url, secrets)
@@ -176,14 +186,38 @@ def _split_http_url(option: str, url: str):
     except ValueError:
         raise EndpointError(f'{option} is not a valid URL') from None
     if parts.scheme.lower() not in ('http', 'https') or not parts.hostname:
-        raise EndpointError(f'{option} must be an http:// or https:// URL, got {_mask_path(parts)}')
+        raise EndpointError(f'{option} must be an http:// or https:// URL, got {shown_url(url)}')
     return parts
 
 
-def _mask_path(parts) -> str:
-    """A URL fit for an error message: origin kept, everything that may hold a secret hidden."""
-    host = parts.hostname or ''
-    if parts.port:
-        host = f'{host}:{parts.port}'
-    shown = f'{parts.scheme}://{host}' if parts.scheme else host
-    return f'{shown}/{MASK}' if parts.path.strip('/') or parts.query else shown
+def shown_url(url: str) -> str:
+    """A URL fit for an error message: its scheme, host and path shown, so that the user can see what is wrong with it.
+
+    Hidden: the key segment after the webhook path, any user and password, the query and the fragment. In a path
+    that is not the webhook path, where the key cannot be told apart, every segment but the webhook path's own words
+    is hidden. A URL without a scheme (``acme.temperstack.com/api/...``) is shown with its host too.
+    """
+    if '//' in url:
+        parts = urlsplit(url)
+        scheme = f'{parts.scheme}://' if parts.scheme else '//'
+    else:
+        parts = urlsplit('//' + url)
+        scheme = ''
+    netloc = parts.netloc
+    if '@' in netloc:
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+    path = parts.path
+    if WEBHOOK_PATH in path:
+        head, _sep, tail = path.partition(WEBHOOK_PATH)
+        key, slash, rest = tail.partition('/')
+        path = f"{head}{WEBHOOK_PATH}{MASK if key else ''}{slash}{rest}"
+    else:
+        path = '/'.join(
+            segment if not segment or segment in _WEBHOOK_PATH_WORDS else MASK for segment in path.split('/')
+        )
+    shown = f'{scheme}{netloc}{path}'
+    if parts.query:
+        shown += f'?{MASK}'
+    if parts.fragment:
+        shown += f'#{MASK}'
+    return mask_url_secrets(shown)

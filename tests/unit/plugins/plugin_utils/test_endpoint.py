@@ -380,3 +380,81 @@ def test_masking_a_long_text_takes_linear_time():
     masked = mask_url_secrets(text)
     assert time.monotonic() - started < 0.5
     assert masked.endswith(f' https://{MASK}@example.com/')
+
+
+# -- what a masked message still shows (issue 20) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ('url', 'shown'),
+    [
+        pytest.param(
+            f'acme.temperstack.com/api/integration/webhook/{KEY}',
+            f'must be an http:// or https:// URL, got acme.temperstack.com/api/integration/webhook/{MASK}',
+            id='no-scheme',
+        ),
+        pytest.param(
+            f'ftp://acme.temperstack.com/api/integration/webhook/{KEY}',
+            f'must be an http:// or https:// URL, got ftp://acme.temperstack.com/api/integration/webhook/{MASK}',
+            id='ftp',
+        ),
+        pytest.param(
+            f'https://alerts:PaSsWoRd@acme.temperstack.com/api/integration/webhook/{KEY}/extra?token=QuErY#frag',
+            f'got https://{MASK}@acme.temperstack.com/api/integration/webhook/{MASK}/extra?{MASK}#{MASK}',
+            id='extra-segment',
+        ),
+        pytest.param(
+            'https://acme.temperstack.com/api/integration/webhook/',
+            'got https://acme.temperstack.com/api/integration/webhook/',
+            id='no-key',
+        ),
+        pytest.param(
+            f'https://acme.temperstack.com/api/other/{KEY}',
+            f'got https://acme.temperstack.com/api/{MASK}/{MASK}',
+            id='not-the-webhook-path',
+        ),
+    ],
+)
+def test_errors_show_scheme_host_and_path_and_hide_the_key(url, shown):
+    # Issue 20: "got /********" hid the host along with the key, so the missing scheme could not be seen.
+    message = endpoint_error({'webhook_url': url})
+    assert message.endswith(shown)
+    for secret in ('PaSsWoRd', 'QuErY', 'frag'):
+        assert secret not in message
+
+
+def test_error_of_a_base_url_without_scheme_shows_its_host():
+    message = endpoint_error({'api_key': KEY, 'base_url': 'temperstack.example.com/temperstack'})
+    assert message == f'base_url must be an http:// or https:// URL, got temperstack.example.com/{MASK}'
+
+
+SHORT_KEY_URL = 'http://127.0.0.1:8080/api/integration/webhook/k'
+
+
+def test_short_key_masked_only_where_it_stands_alone():
+    # Issue 20: with the key "k", messages read "webhoo********" and "un********nown integration ********ey".
+    endpoint = resolve_endpoint({'webhook_url': SHORT_KEY_URL}, environ={})
+    assert endpoint.masked_url == f'http://127.0.0.1:8080/api/integration/webhook/{MASK}'
+    text = f'the webhook answered HTTP 404: unknown integration key; key k (k) at {SHORT_KEY_URL}?k=1'
+    assert endpoint.mask(text) == (
+        'the webhook answered HTTP 404: unknown integration key; '
+        f'key {MASK} ({MASK}) at http://127.0.0.1:8080/api/integration/webhook/{MASK}?{MASK}=1'
+    )
+
+
+def test_short_url_quoted_key_masked_only_where_it_stands_alone():
+    endpoint = resolve_endpoint({'api_key': 'a+b', 'org': 'acme'}, environ={})
+    assert endpoint.mask('a+b and a%2Bb, but not ba+bc or xa%2Bby') == f'{MASK} and {MASK}, but not ba+bc or xa%2Bby'
+
+
+@given(
+    key=st.text(st.characters(codec='ascii', categories=['L', 'N']), min_size=1, max_size=7),
+    word=st.text(st.characters(codec='ascii', categories=['L', 'N']), min_size=1, max_size=10),
+)
+def test_short_key_never_survives_alone_and_never_breaks_a_word(key, word):
+    endpoint = resolve_endpoint({'api_key': key, 'org': 'acme'}, environ={})
+    assert endpoint.mask(f'key {key}: {endpoint.url}') == (
+        f'key {MASK}: https://acme.temperstack.com/api/integration/webhook/{MASK}'
+    )
+    inside = f'x{word}{key}{word}x'
+    assert endpoint.mask(inside) == inside
