@@ -7,7 +7,8 @@
 #   make venv         .venv (Python 3.13, ansible-core 2.21),
 #                     .venv-2.19 (Python 3.11, ansible-core 2.19),
 #                     .venv-2.18 (Python 3.11, ansible-core 2.18) and
-#                     .venv-lint (Python 3.13, ansible-core 2.21, the lint tools)
+#                     .venv-lint (Python 3.13, ansible-core 2.21, the lint tools) and
+#                     .venv-eda (Python 3.13, ansible-rulebook, no ansible-core)
 #   make stage        copy the collection to build/collections/ansible_collections/
 #                     temperstack/alerting (ansible-test needs an
 #                     .../ansible_collections/<namespace>/<name> path)
@@ -74,6 +75,10 @@ VENV_2_18_STAMP := $(VENV_2_18)/.installed
 # many packages that ansible-test's environments must not see.
 VENV_LINT       := $(REPO_ROOT)/.venv-lint
 VENV_LINT_STAMP := $(VENV_LINT)/.installed
+# ansible-rulebook (Event-Driven Ansible, needs Java 17) in a venv of its own, without ansible-core, as in a
+# decision environment: the integration target `eda` runs it (tests/eda.env in the staged copy names it).
+VENV_EDA       := $(REPO_ROOT)/.venv-eda
+VENV_EDA_STAMP := $(VENV_EDA)/.installed
 
 # --- staging --------------------------------------------------------------
 STAGE_ROOT := $(REPO_ROOT)/build/collections
@@ -136,7 +141,7 @@ test:
 		"$$summary" "total" $$((SECONDS - total_start))
 
 # --- venv ---------------------------------------------------------------------
-venv: $(VENV_STAMP) $(VENV_2_19_STAMP) $(VENV_2_18_STAMP) $(VENV_LINT_STAMP)
+venv: $(VENV_STAMP) $(VENV_2_19_STAMP) $(VENV_2_18_STAMP) $(VENV_LINT_STAMP) $(VENV_EDA_STAMP)
 
 need_python = @if [[ ! -x "$(1)" ]]; then echo "Python $(2) not found: set PYTHON$(subst .,,$(2))=/path/to/python$(2)" >&2; exit 1; fi
 
@@ -174,6 +179,12 @@ $(VENV_LINT_STAMP): requirements-lint.txt requirements-core-2.21.txt
 	$(call need_python,$(PYTHON313),3.13)
 	$(call new_venv,$(VENV_LINT),$(PYTHON313),$^)
 	PATH="$(VENV_LINT)/bin:$$PATH" ansible-lint --offline --nocolor --version | sed -n 1p
+	touch $@
+
+$(VENV_EDA_STAMP): requirements-eda.txt
+	$(call need_python,$(PYTHON313),3.13)
+	$(call new_venv,$(VENV_EDA),$(PYTHON313),$^)
+	$(VENV_EDA)/bin/ansible-rulebook --version | sed -n 1p
 	touch $@
 
 # --- stage --------------------------------------------------------------------
@@ -278,11 +289,17 @@ faults: $(VENV_STAMP) $(STAGE_DEP)
 #    (hosts: testhost) or pass ansible_python_interpreter yourself.
 #  - HOME is unchanged (the ledger default ~/.ansible/temperstack is the real
 #    one: always point TEMPERSTACK_LEDGER_PATH into OUTPUT_DIR).
-integration: venv $(STAGE_DEP) pg-stage-env
+integration: venv $(STAGE_DEP) pg-stage-env eda-stage-env
 	$(call run_in,$(VENV)) ansible-test integration --local --python 3.13 --requirements $(ANSIBLE_TEST_FLAGS) $(INTEGRATION_ARGS)
 
-integration-2.19: venv $(STAGE_DEP) pg-stage-env
+integration-2.19: venv $(STAGE_DEP) pg-stage-env eda-stage-env
 	$(call run_in,$(VENV_2_19)) ansible-test integration --local --python 3.11 --requirements $(ANSIBLE_TEST_FLAGS) $(INTEGRATION_ARGS)
+
+# ansible-test passes no environment to runme.sh: the target `eda` finds ansible-rulebook through this file.
+.PHONY: eda-stage-env
+eda-stage-env: $(VENV_EDA_STAMP)
+	mkdir -p $(STAGE)/tests
+	printf 'TEMPERSTACK_TEST_RULEBOOK=%q\n' "$(VENV_EDA)/bin/ansible-rulebook" >$(STAGE)/tests/eda.env
 
 # tools/demo.sh says first where the alerts will go, then (after the build) runs the
 # playbooks of examples/ from the installed tarball; see the comment at its top.
@@ -394,7 +411,7 @@ bench-smoke: $(VENV_STAMP)
 # --- clean --------------------------------------------------------------------
 clean:
 	-$(PG_SERVER) stop $(PG_DIR)
-	rm -rf $(VENV) $(VENV_2_19) $(VENV_2_18) $(VENV_LINT) build tests/output .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_2_19) $(VENV_2_18) $(VENV_LINT) $(VENV_EDA) build tests/output .pytest_cache .hypothesis
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # The PostgreSQL server of the shared-ledger tests (pg-start, pg-stop, pg-stage-env): last, because its
