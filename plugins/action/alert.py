@@ -36,19 +36,18 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint imp
     EndpointError,
     resolve_endpoint,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
-    Ledger,
-    LedgerError,
-    LedgerUnreachable,
-    absorb_fallback,
-    check_ledger_url,
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import (
+    LedgerWithFallback,
     discard_shared,
+    open_ledger,
+    shared_ledger,
+)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import (
+    check_ledger_url,
     fallback_path,
     is_url,
     ledger_spec,
-    note_unreachable,
-    open_ledger,
-    shared_ledger,
 )
 
 if os.environ.get('TEMPERSTACK_LEDGER_URL'):
@@ -115,69 +114,53 @@ class ActionModule(ActionBase):
         check_mode = bool(self._task.check_mode)
         spec = ledger_spec(check_ledger_url(args['ledger_url']), args['ledger_path'])
 
-        def decide(ledger: Ledger, force: bool) -> Outcome:
+        fallback = fallback_path(args['ledger_path']) if is_url(spec) else None
+        with _ledger(spec, warnings.append, check_mode, fallback) as ledger:
             if not check_mode:
                 ledger.prune_if_due()
-            return dispatch(
+            # Alerting matters most when infrastructure fails, and the ledger's server may be part of the outage: then
+            # the alert still goes out, decided by this controller's fallback file, which a later run that reaches the
+            # server moves into the shared ledger.
+            fail_open = isinstance(ledger, LedgerWithFallback) and ledger.degraded
+            outcome = dispatch(
                 alert,
                 endpoint,
                 ledger,
                 client,
-                force=force,
+                force=args['force'],
                 check_mode=check_mode,
                 warn=warnings.append,
                 only_if_raised=args['only_if_raised'],
                 hosts=(host,) if host else (),
                 damping=damping,
+                fail_open=fail_open,
             )
-
-        try:
-            with _ledger(spec, warnings.append, check_mode) as ledger:
-                if is_url(spec) and not check_mode:
-                    self._absorb_fallback(ledger, args['ledger_path'], warnings)
-                return decide(ledger, args['force'])
-        except LedgerUnreachable as exc:
-            # Alerting matters most when infrastructure fails, and the ledger's server may be part of the outage:
-            # the alert still goes out, decided by this controller's own file, which the next run that reaches
-            # the server moves into the shared ledger.
-            fallback = fallback_path(args['ledger_path'])
-            warnings.append(
-                f'{exc}. {alert.status} for alert {alert.alert_id} was decided without it, so it is sent whatever '
-                f'Temperstack already holds, and remembered in {fallback} until a later run on this controller '
-                'reaches the shared ledger'
-            )
-            with _ledger(fallback, warnings.append, check_mode) as ledger:
-                return decide(ledger, True)
-
-    @staticmethod
-    def _absorb_fallback(ledger: Ledger, ledger_path: str | None, warnings: list[str]) -> None:
-        try:
-            absorb_fallback(ledger, fallback_path(ledger_path))
-        except LedgerUnreachable:
-            raise
-        except LedgerError as exc:
-            # The local file's trouble is not this task's: its alert is decided by the shared ledger all the same.
-            warnings.append(f'what this controller kept while the shared ledger was unreachable stays where it is: {exc}')
+            if isinstance(ledger, LedgerWithFallback) and ledger.degraded:
+                decided = ('was decided without it, so it is sent whatever Temperstack already holds (silences and flap '
+                           'damping still apply), and' if fail_open else 'was decided by it before it was lost, and is')
+                warnings.append(
+                    f'{ledger.unreachable}. {alert.status} for alert {alert.alert_id} {decided} remembered in {fallback} '
+                    'until a later run on this controller reaches the shared ledger'
+                )
+            return outcome
 
 
 @contextlib.contextmanager
-def _ledger(spec: str, warn: t.Callable[[str], None], check_mode: bool) -> t.Iterator[Ledger]:
+def _ledger(spec: str, warn: t.Callable[[str], None], check_mode: bool, fallback: str | None) -> t.Iterator[Ledger]:
     """The ledger for one task: the worker's shared one, or in check mode a read-only one that changes nothing on disk.
 
     The items of a loop run in one worker process; sharing one ledger connection between them saves SQLite's
     checkpoint and write-ahead-log set-up on every item (see ``shared_ledger``).
     """
     if check_mode:
-        with open_ledger(spec, warn=warn, read_only=True) as ledger:
+        with open_ledger(spec, warn=warn, read_only=True, fallback=fallback, on_fallback=lambda exc: None) as ledger:
             yield ledger
         return
-    ledger = shared_ledger(spec, warn=warn)
+    ledger = shared_ledger(spec, warn=warn, fallback=fallback)
     try:
         yield ledger
-    except LedgerError as exc:
+    except LedgerError:
         discard_shared(ledger)
-        if isinstance(exc, LedgerUnreachable):
-            note_unreachable(spec, exc)
         raise
 
 

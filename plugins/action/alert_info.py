@@ -20,10 +20,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     Ledger,
     LedgerError,
     Record,
-    check_ledger_url,
-    ledger_spec,
-    open_ledger,
 )
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import check_ledger_url, ledger_spec
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._silences import describe_silence, iso
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {

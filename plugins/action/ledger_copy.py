@@ -16,11 +16,13 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint imp
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     Copied,
     LedgerError,
-    check_ledger_url,
     copy_ledger,
+)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import (
+    check_ledger_url,
     default_ledger_path,
     ledger_spec,
-    open_ledger,
 )
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {

@@ -18,10 +18,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     Ledger,
     LedgerError,
     Silence,
-    check_ledger_url,
-    ledger_spec,
-    open_ledger,
 )
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import check_ledger_url, ledger_spec
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._silences import build_silence, describe_silence, matches
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {

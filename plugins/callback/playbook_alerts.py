@@ -44,7 +44,8 @@ description:
   - Never blocks and never fails the playbook. Alerts are written to the outbox of the ledger and delivered by a
     separate process, so no task waits on Temperstack. When more than 16 alerts wait, it sends up to 16 at once;
     the V(Alarm) and the V(OK) of one alert always go one after the other, in the order they were raised. At the
-    end of the run the callback waits at most O(flush_timeout) seconds for pending deliveries, then prints one line saying what was sent or queued, and a
+    end of the run the callback waits at most O(flush_timeout) seconds for pending deliveries (after 2 seconds of waiting it
+    prints one line saying how many alerts it is delivering and for how long at most), then prints one line saying what was sent or queued, and a
     warning if delivery failed. What was not delivered stays in the outbox and is delivered first, oldest first,
     by the next run with the same endpoint, so an V(OK) never reaches Temperstack before its V(Alarm).
     Each alert's entries have one sender at a time, across runs, module tasks and delivery processes that share the
@@ -201,18 +202,13 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint imp
     EndpointError,
     resolve_endpoint,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
-    Ledger,
-    LedgerError,
-    LedgerUnreachable,
-    Record,
-    SqliteLedger,
-    absorb_fallback,
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._holder import this_process
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError, Record
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import LedgerWithFallback, open_ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import (
     check_ledger_url,
     fallback_path,
     ledger_spec,
-    open_ledger,
-    this_process,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import SenderProcess
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._silences import silencing
@@ -307,70 +303,52 @@ class CallbackModule(CallbackBase):
             client, self._ledger.spec, self._flush_timeout, run_token=self._run_token, fallback=self._fallback,
         )
         _RUNS.add(self)
-        if self._ledger_call(lambda ledger: ledger.pending(self._endpoint_key)):
+        if self._ledger.pending(self._endpoint_key):
             # What earlier runs could not deliver goes first, before this run's own alerts.
             self._sender.notify()
 
     def _prepare_ledger(self) -> None:
         try:
-            # A server that does not answer in time is a fallback, never a reason to go without alerts.
-            self._ledger_call(lambda ledger: ledger.prune_if_due())
+            self._ledger.prune_if_due()
             # Failures held by a run on this controller that was killed outright (its delivery process too) are
             # delivered now, before this run's own alerts.
-            self._ledger_call(lambda ledger: ledger.release_stale_holds())
-        except LedgerUnreachable:
-            raise
+            self._ledger.release_stale_holds()
         except LedgerError as exc:
             self._display.warning(f'temperstack: could not tidy the ledger up: {exc}')
 
     def _open_ledger(self) -> Ledger:
         url = check_ledger_url(self.get_option('ledger_url'))
         spec = ledger_spec(url, self.get_option('ledger_path'))
-        if not url:
-            return open_ledger(spec, warn=self._display.warning)
-        self._fallback = fallback_path(self.get_option('ledger_path'))
-        try:
-            ledger = open_ledger(spec, warn=self._display.warning)
-        except LedgerUnreachable as exc:
-            return self._fall_back(exc)
-        try:
-            records, entries = absorb_fallback(ledger, self._fallback)
-        except LedgerUnreachable as exc:
-            return self._fall_back(exc)
-        except LedgerError as exc:
-            self._display.warning(f'temperstack: what this controller kept while the shared ledger was unreachable stays where it is: {exc}')
-        else:
-            if records or entries:
-                self._display.vv(
-                    f'temperstack: moved {records} records and {entries} queued alerts kept on this controller into {ledger.location}'
-                )
-        return ledger
+        if url:
+            self._fallback = fallback_path(self.get_option('ledger_path'))
+        # With a shared ledger, a server that does not answer in time is a fallback, never a reason to go without
+        # alerts (see LedgerWithFallback).
+        return open_ledger(spec, warn=self._display.warning, fallback=self._fallback or None, on_fallback=self._fell_back)
 
-    def _fall_back(self, exc: LedgerError) -> Ledger:
-        """Go on with this controller's fallback file: the shared ledger's server is unreachable."""
+    def _fell_back(self, exc: LedgerError) -> None:
         self._display.warning(
             f'temperstack: {exc}. This run raises Alarms for failures without knowing what Temperstack already holds, '
             f'and decides no OK, which needs the shared ledger\'s memory of the Alarm. What cannot be delivered waits '
             f'in {self._fallback}, and the next run on this controller that reaches the server moves it there.'
         )
-        fallback = SqliteLedger(self._fallback, warn=self._display.warning)
-        if self._ledger is not None:
-            with contextlib.suppress(Exception):
-                self._ledger.close()
-        self._ledger = fallback
-        return fallback
 
-    def _ledger_call(self, operation: t.Callable[[Ledger], t.Any]) -> t.Any:
-        """``operation`` on the run's ledger; if the shared ledger's server is lost mid-run, on the fallback file."""
-        try:
-            return operation(self._ledger)
-        except LedgerUnreachable as exc:
-            if not self._fallback or self._ledger is None or self._ledger.spec == self._fallback:
-                raise
-            return operation(self._fall_back(exc))
+    def _shared_ledger_lost(self) -> bool:
+        """Whether this controller's fallback file stands in for the shared ledger."""
+        return isinstance(self._ledger, LedgerWithFallback) and self._ledger.degraded
+
+    def _try_shared_ledger_again(self) -> None:
+        if isinstance(self._ledger, LedgerWithFallback):
+            self._ledger.reconnect()
+
+    def _close_ledger(self) -> None:
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            with contextlib.suppress(Exception):
+                ledger.close()
 
     def _disable(self, reason: str) -> None:
         self.disabled = True
+        self._close_ledger()
         self._display.warning(f'temperstack.alerting.playbook_alerts is disabled: {reason}')
 
     # -- what happens in the run -------------------------------------------------------------------
@@ -442,7 +420,7 @@ class CallbackModule(CallbackBase):
         self._release_held()  # none is left unless a unit's Alarm could not be queued: then it goes as held
         if not _narrowed_run():
             self._queue_recoveries()
-        self._report(self._sender.flush())
+        self._report(self._sender.flush(on_slow=self._say_still_delivering))
 
     def _at_exit(self) -> None:
         """The run ended without its stats: Ctrl-C, or an ERROR! that aborted it. What failed so far goes out now."""
@@ -458,7 +436,7 @@ class CallbackModule(CallbackBase):
             'and no OK is sent for this run'
         )
         self._sender.notify()
-        self._report(self._sender.flush())
+        self._report(self._sender.flush(on_slow=self._say_still_delivering))
 
     # -- failures held until their unit ends -------------------------------------------------------
 
@@ -492,7 +470,7 @@ class CallbackModule(CallbackBase):
             if not force and last is not None and len(unit.failed_hosts) > HOLD_EVERY_FAILURE_UP_TO and now - last < 1.0:
                 continue
             try:
-                self._ledger_call(lambda ledger, unit=unit: self._hold_unit(ledger, unit))
+                self._hold_unit(self._ledger, unit)
             except LedgerError as exc:
                 self._display.warning(f'temperstack: could not record the failure of {unit.alert_id}: {exc}')
                 continue
@@ -501,7 +479,7 @@ class CallbackModule(CallbackBase):
         self._sender.notify()
 
     def _hold_unit(self, ledger: Ledger, unit: t.Any) -> None:
-        known = ledger.lookup(self._endpoint_key, unit.alert_id)
+        known = ledger.on_record(self._endpoint_key, unit.alert_id)
         alarm, hosts = alarm_for(unit, self._settings), _alarm_hosts(known, failed_hosts_of(unit))
         if self._silence_for(ledger, alarm, hosts) is None:
             ledger.hold(self._endpoint_key, alarm, hosts, self._run_token, this_process())
@@ -535,22 +513,22 @@ class CallbackModule(CallbackBase):
         if self._ledger is None:
             return
         undecided = []
+        self._try_shared_ledger_again()
         for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix):
             if unit.failed_hosts or not unit.ran_to_end:
                 continue
-            if self._ledger.spec == self._fallback:
+            if self._shared_ledger_lost():
                 # Only the shared ledger knows every host of an open Alarm, whichever controller raised it: an OK
                 # decided without it could claim hosts that nobody checked. The next run that reaches it decides.
                 undecided.append(unit.alert_id)
                 continue
             try:
                 known = self._ledger.lookup(self._endpoint_key, unit.alert_id)
-            except LedgerUnreachable as exc:
-                self._fall_back(exc)
-                undecided.append(unit.alert_id)
-                continue
             except LedgerError as exc:
                 self._display.warning(f'temperstack: could not decide the OK for {unit.alert_id}: {exc}')
+                continue
+            if self._shared_ledger_lost():
+                undecided.append(unit.alert_id)  # lost during that lookup: the answer came from the fallback file
                 continue
             if known is None or known.status != STATUS_ALARM:
                 self._forget_unsent_alarm(unit.alert_id)
@@ -570,7 +548,7 @@ class CallbackModule(CallbackBase):
         if self._ledger is None or self._sender is None:
             return
         try:
-            news = self._ledger_call(lambda ledger: self._write_decision(ledger, alert, hosts))
+            news = self._write_decision(self._ledger, alert, hosts)
             self._held.pop(alert.alert_id, None)
             if not news:
                 return
@@ -580,8 +558,13 @@ class CallbackModule(CallbackBase):
         self._sender.notify()
 
     def _write_decision(self, ledger: Ledger, alert: t.Any, hosts: t.Sequence[str]) -> bool:
-        """Queue ``alert`` if it is news; returns whether it was."""
-        known = ledger.lookup(self._endpoint_key, alert.alert_id)
+        """Queue ``alert`` if it is news; returns whether it was.
+
+        News is decided against what the ledger has on record, never against a held failure (this run's or
+        another's, expired or not): a held failure is a guess at an Alarm, and settling it as old news because of
+        itself would lose the Alarm.
+        """
+        known = ledger.on_record(self._endpoint_key, alert.alert_id)
         if alert.status == STATUS_ALARM:
             hosts = _alarm_hosts(known, hosts)
         # An Alarm the same as the one on record still goes out when it names hosts the record lacks (its
@@ -612,6 +595,15 @@ class CallbackModule(CallbackBase):
         silence = silencing(ledger.silences(), alarm.alert_id, alarm.payload.get('resource_id'), hosts)
         return None if silence is None else silence.name
 
+    def _say_still_delivering(self, seconds_left: float) -> None:
+        """The end of the run has waited a while on Temperstack: say once what for, rather than stall silently."""
+        try:
+            count = len(self._ledger.pending(self._endpoint_key)) if self._ledger is not None else 0
+        except LedgerError:
+            count = 0
+        what = f"{count} alert{'s' if count != 1 else ''}" if count else 'alerts'
+        self._display.display(f'Temperstack: delivering {what} (up to {int(seconds_left + 0.5)} s more)...')
+
     def _report(self, report: t.Any) -> None:
         silenced, self._silenced = self._silenced, {}
         if report.sent or report.queued or silenced:
@@ -641,7 +633,10 @@ _RUNS: weakref.WeakSet = weakref.WeakSet()
 def _end_interrupted_runs() -> None:
     """At exit after Ctrl-C or an ERROR! (never after SIGTERM or SIGKILL): each run sends what it saw fail."""
     for run in list(_RUNS):
-        run._at_exit()  # pylint: disable=protected-access
+        try:
+            run._at_exit()  # pylint: disable=protected-access
+        finally:
+            run._close_ledger()  # pylint: disable=protected-access
 
 
 _CLIENT_VARIABLES = ('TEMPERSTACK_TIMEOUT', 'TEMPERSTACK_RETRIES', 'TEMPERSTACK_VALIDATE_CERTS', 'TEMPERSTACK_CA_PATH')

@@ -68,8 +68,12 @@ def dispatch(
     only_if_raised: bool = False,
     hosts: t.Sequence[str] = (),
     damping: tuple[int, int] = (1, 1),
+    fail_open: bool = False,
 ) -> Outcome:
     """Send ``alert`` if it is news (or ``force``), and record it once Temperstack acknowledged it.
+
+    ``fail_open`` (the shared ledger is unreachable, so ``ledger`` is this controller's fallback file, which does not
+    know what Temperstack holds): send as if forced, but unlike ``force`` silences and flap damping still hold.
 
     With ``only_if_raised``, an OK is sent only for an alert on record as Alarm (``force`` does not
     override that); otherwise it is withheld, and nothing is sent or recorded.
@@ -85,7 +89,7 @@ def dispatch(
     # An entry the callback queued but could not deliver is what Temperstack is about to hold, not what it
     # holds: the task delivers it, and its own alert if that still differs.
     pending = previous is not None and previous.pending
-    wanted = pending or (not withheld and (force or is_news(alert, previous)))
+    wanted = pending or (not withheld and (force or fail_open or is_news(alert, previous)))
     if damping != (1, 1) and not force:
         damped = _damped(ledger, key, alert, damping, check_mode)
         if damped and wanted and not pending:
@@ -107,7 +111,7 @@ def dispatch(
             current = ledger.lookup(endpoint.ledger_key, alert.alert_id)
         # Another fork may have sent this very alert (or an OK that resolved it) while we waited for the claim.
         withheld = is_withheld(alert, current, only_if_raised)
-        if withheld or (not force and not is_news(alert, current)):
+        if withheld or (not force and not fail_open and not is_news(alert, current)):
             if outbox_ack is not None:
                 return Outcome(alert, previous, True, True, outbox_ack.http_status, outbox_ack.attempts, withheld)
             return Outcome(alert, current, changed=False, withheld=withheld)

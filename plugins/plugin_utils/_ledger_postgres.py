@@ -7,7 +7,7 @@
 
 """The ledger a fleet shares: the same contract as the SQLite ledger, kept in PostgreSQL.
 
-Only ``open_ledger`` imports this module, and only for a ``postgresql://`` spec, so psycopg is needed by
+Only ``_ledger_open`` imports this module, and only for a ``postgresql://`` spec, so psycopg is needed by
 those who set ``ledger_url`` and by no one else.
 
 Times that decide who may send (claim leases, held failures) are the server's clock, never a controller's:
@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import threading
 import time
 import typing as t
-from urllib.parse import parse_qs, unquote, urlsplit
+import weakref
 
 from ._alert import Alert
+from ._holder import is_gone, this_process
 from ._ledger import (
+    doubted,
     HOLD_LEASE_SECONDS,
     PRUNE_INTERVAL_SECONDS,
     RETENTION_SECONDS,
@@ -42,17 +43,9 @@ from ._ledger import (
     Record,
     Silence,
     Withheld,
-    _dumps,
-    _entry,
-    _exported,
-    _silence,
-    _silence_row,
-    _withheld,
-    _is_gone,
-    mask_url,
-    this_process,
 )
-from ._endpoint import MASK
+from ._ledger_rows import dumps, entry_from_row, exported_from_row, silence_from_row, silence_to_row, withheld_from_row
+from ._ledger_spec import mask_passwords, mask_url
 
 try:
     import psycopg
@@ -155,22 +148,6 @@ INSTALL_HINT = (
 )
 
 
-def _passwords(url: str) -> set[str]:
-    """The password of a connection URI, as written and decoded, wherever it is: user part or query."""
-    found = set()
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            found.update((parts.password, unquote(parts.password)))
-        for value in parse_qs(parts.query).get('password', []):
-            found.add(value)
-    except ValueError:
-        userinfo = url.split('://', 1)[-1].split('/', 1)[0].rpartition('@')[0]
-        if ':' in userinfo:
-            found.add(userinfo.split(':', 1)[1])
-    return {secret for secret in found if secret}
-
-
 def _bounded_connect_timeout(given: str) -> int:
     """libpq's connect_timeout as the URL sets it, kept within 1..30 s: 0 would wait for as long as TCP does."""
     try:
@@ -185,13 +162,15 @@ class _Watchdog:
 
     The server enforces statement_timeout and lock_timeout itself, so only a server that stopped answering altogether
     (frozen, or a network that drops everything while TCP keepalives are still acknowledged) can hold a request past
-    them; this is the bound on the client's side. One thread per process, asleep unless a request is under way.
+    them; this is the bound on the client's side. One thread per open ledger, asleep unless a request is under way,
+    and ended by ``stop`` when its ledger is closed (or dropped: see ``_Connection``).
     """
 
     def __init__(self) -> None:
         self._deadline: float | None = None
         self._conn: t.Any = None
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
         self.fired = False
 
     @contextlib.contextmanager
@@ -199,22 +178,46 @@ class _Watchdog:
         self.fired = False
         self._conn = conn
         self._deadline = time.monotonic() + CLIENT_DEADLINE_SECONDS
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is None and not self._stopped.is_set():
             self._thread = threading.Thread(target=self._run, name='temperstack-ledger-watchdog', daemon=True)
             self._thread.start()
         try:
             yield
         finally:
             self._deadline = None
+            self._conn = None
+
+    def stop(self) -> None:
+        self._stopped.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(WATCHDOG_POLL_SECONDS * 2)
 
     def _run(self) -> None:
-        while True:
-            time.sleep(WATCHDOG_POLL_SECONDS)
-            deadline = self._deadline
-            if deadline is not None and time.monotonic() > deadline:
+        while not self._stopped.wait(WATCHDOG_POLL_SECONDS):
+            deadline, conn = self._deadline, self._conn
+            if deadline is not None and conn is not None and time.monotonic() > deadline:
                 self._deadline = None
                 self.fired = True
-                _cut(self._conn)
+                _cut(conn)
+
+
+class _Connection:
+    """What a PostgresLedger holds open: its connection and its watchdog, closed together exactly once.
+
+    Kept apart from the ledger so that a ledger dropped without ``close()`` is still collected, and its
+    finalizer closes these (nothing here refers back to the ledger).
+    """
+
+    def __init__(self) -> None:
+        self.conn: t.Any = None
+        self.watchdog = _Watchdog()
+
+    def close(self) -> None:
+        self.watchdog.stop()
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
 
 
 def _cut(conn: t.Any) -> None:
@@ -247,8 +250,9 @@ class PostgresLedger(Ledger):
         if psycopg is None:
             raise LedgerError(INSTALL_HINT)
         self._conninfo = self._make_conninfo(url)
-        self._watchdog = _Watchdog()
-        self._conn = self._connect()
+        self._link = _Connection()
+        self._closer = weakref.finalize(self, self._link.close)
+        self._link.conn = self._connect()
 
     # -- connecting --------------------------------------------------------------------------------
 
@@ -340,15 +344,22 @@ class PostgresLedger(Ledger):
         # quotes a URI it cannot parse whole, password and all).
         primary = getattr(getattr(exc, 'diag', None), 'message_primary', None)
         text = ' '.join((primary or str(exc)).split()) or type(exc).__name__
-        for secret in _passwords(self.spec):
-            # A long password is masked wherever it appears; a short one only where it stands alone, so that a
-            # password 'p' does not turn "expired" into "ex********ired".
-            pattern = re.escape(secret) if len(secret) >= 8 else rf'(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])'
-            text = re.sub(pattern, MASK, text)
-        return text
+        return mask_passwords(text, self.spec)
+
+    @property
+    def _conn(self) -> t.Any:
+        return self._link.conn
+
+    @_conn.setter
+    def _conn(self, conn: t.Any) -> None:
+        self._link.conn = conn
+
+    @property
+    def _watchdog(self) -> _Watchdog:
+        return self._link.watchdog
 
     def close(self) -> None:
-        self._conn.close()
+        self._closer()
 
     def _guard(self, operation: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
         try:
@@ -385,13 +396,14 @@ class PostgresLedger(Ledger):
 
     # -- the contract --------------------------------------------------------------------------------
 
-    def _lookup(self, endpoint: str, alert_id: str) -> Record | None:
+    def _lookup(self, endpoint: str, alert_id: str, unheld_only: bool) -> Record | None:
         if self._absent:
             return None
+        deliverable = 'hold_token IS NULL' if unheld_only else _DELIVERABLE
         # One round trip: the newest deliverable outbox entry if there is one, else the record.
         row = self._conn.execute(
             f'(SELECT status, fingerprint, payload, queued, hosts, true AS pending FROM {SCHEMA}.outbox '
-            f'WHERE endpoint = %s AND alert_id = %s AND {_DELIVERABLE} ORDER BY seq DESC LIMIT 1) '
+            f'WHERE endpoint = %s AND alert_id = %s AND {deliverable} ORDER BY seq DESC LIMIT 1) '
             f'UNION ALL (SELECT status, fingerprint, payload, updated, hosts, false FROM {SCHEMA}.alerts '
             'WHERE endpoint = %s AND alert_id = %s) ORDER BY pending DESC LIMIT 1',
             (endpoint, alert_id, endpoint, alert_id),
@@ -408,7 +420,7 @@ class PostgresLedger(Ledger):
             f'SELECT holder FROM {SCHEMA}.claims WHERE endpoint = %s AND alert_id = %s', (claim.endpoint, claim.alert_id)
         ).fetchone()
         # A holder on this controller that no longer exists (killed mid-send) need not be waited for.
-        return row is not None and _is_gone(row[0]) and self._take_claim(claim, row[0])
+        return row is not None and is_gone(row[0]) and self._take_claim(claim, row[0])
 
     def _take_claim(self, claim: Claim, gone_holder: str) -> bool:
         # One statement: a free, expired or dead holder's claim is taken; a live one is left alone. Retrying with
@@ -445,19 +457,22 @@ class PostgresLedger(Ledger):
                 f'the claim on alert {claim.alert_id} expired and passed to another sender; this one stops'
             )
 
-    def _record(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], claim: Claim | None) -> None:
+    def _record(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], claim: Claim | None, doubtful: bool) -> None:
         with self._conn.transaction():
             self._fence(claim)
-            self._upsert(endpoint, alert, hosts)
+            self._lock_alert(endpoint, alert.alert_id)
+            self._upsert(endpoint, alert, hosts, fingerprint=doubted(alert.fingerprint) if doubtful else None)
             self._sent_at_last(endpoint, alert.alert_id)
 
-    def _upsert(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], updated: float | None = None) -> None:
+    def _upsert(
+        self, endpoint: str, alert: Alert, hosts: tuple[str, ...], updated: float | None = None, fingerprint: str | None = None,
+    ) -> None:
         self._conn.execute(
             f'INSERT INTO {SCHEMA}.alerts (endpoint, alert_id, status, fingerprint, payload, hosts, updated) '
             'VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (endpoint, alert_id) DO UPDATE SET '
             'status = excluded.status, fingerprint = excluded.fingerprint, payload = excluded.payload, '
             'hosts = excluded.hosts, updated = excluded.updated',
-            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+            (endpoint, alert.alert_id, alert.status, fingerprint or alert.fingerprint, dumps(alert.payload), dumps(hosts),
              time.time() if updated is None else updated),
         )
 
@@ -474,7 +489,7 @@ class PostgresLedger(Ledger):
             f'INSERT INTO {SCHEMA}.outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued, '
             f'hold_token, hold_owner, hold_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, '
             f'{_NOW} + %s) RETURNING seq',
-            (endpoint, alert.alert_id, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+            (endpoint, alert.alert_id, alert.status, alert.fingerprint, dumps(alert.payload), dumps(hosts),
              time.time() if queued is None else queued, token, owner, lease),
         ).fetchone()
         return int(row[0])
@@ -519,7 +534,7 @@ class PostgresLedger(Ledger):
             f'SELECT DISTINCT hold_token, hold_owner FROM {SCHEMA}.outbox '
             f'WHERE hold_token IS NOT NULL AND hold_until > {_NOW}'
         ).fetchall()
-        return sum(self._release_holds(token) for token, owner in owners if _is_gone(owner))
+        return sum(self._release_holds(token) for token, owner in owners if is_gone(owner))
 
     def _pending(self, endpoint: str, alert_id: str | None) -> list[Queued]:
         if self._absent:
@@ -539,6 +554,9 @@ class PostgresLedger(Ledger):
     def _delivered(self, endpoint: str, queued: Queued, claim: Claim | None) -> bool:
         with self._conn.transaction():
             self._fence(claim)
+            # Every write of an alert's record takes its lock, so that one computed from what it read (adopt) never
+            # overwrites a record committed after that read.
+            self._lock_alert(endpoint, queued.alert.alert_id)
             if self._conn.execute(f'DELETE FROM {SCHEMA}.outbox WHERE seq = %s', (queued.seq,)).rowcount != 1:
                 return False
             self._upsert(endpoint, queued.alert, queued.hosts)
@@ -576,7 +594,7 @@ class PostgresLedger(Ledger):
             f'SELECT endpoint, seq, alert_id, status, fingerprint, payload, queued, 1, hosts FROM {SCHEMA}.outbox '
             f'WHERE {_DELIVERABLE} ORDER BY seq'
         ).fetchall()
-        return [_exported(row) for row in records + entries]
+        return [exported_from_row(row) for row in records + entries]
 
     def _adopt(self, endpoint: str, record: Record) -> bool:
         with self._conn.transaction():
@@ -624,13 +642,13 @@ class PostgresLedger(Ledger):
         rows = self._conn.execute(
             f'SELECT endpoint, seq, payload, hosts, queued, attempts, NOT {_DELIVERABLE} FROM {SCHEMA}.outbox ORDER BY seq'
         ).fetchall()
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     def _attempted(self, seq: int) -> None:
         self._conn.execute(f'UPDATE {SCHEMA}.outbox SET attempts = attempts + 1 WHERE seq = %s', (seq,))
 
     def _put_silence(self, silence: Silence) -> bool:
-        row = _silence_row(silence)
+        row = silence_to_row(silence)
         with self._conn.transaction():
             self._conn.execute(f'DELETE FROM {SCHEMA}.silences WHERE ends < %s', (time.time(),))
             return self._conn.execute(
@@ -653,7 +671,7 @@ class PostgresLedger(Ledger):
         rows = self._conn.execute(
             f'SELECT name, matchers, starts, ends, comment, created FROM {SCHEMA}.silences ORDER BY name COLLATE "C"'
         ).fetchall()
-        return [_silence(row) for row in rows]
+        return [silence_from_row(row) for row in rows]
 
     def _withhold(self, endpoint: str, alert: Alert, hosts: tuple[str, ...], silence: str) -> None:
         self._conn.execute(
@@ -661,7 +679,7 @@ class PostgresLedger(Ledger):
             'VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (endpoint, alert_id) DO UPDATE SET '
             'silence = excluded.silence, status = excluded.status, fingerprint = excluded.fingerprint, '
             'payload = excluded.payload, hosts = excluded.hosts, updated = excluded.updated',
-            (endpoint, alert.alert_id, silence, alert.status, alert.fingerprint, _dumps(alert.payload), _dumps(hosts),
+            (endpoint, alert.alert_id, silence, alert.status, alert.fingerprint, dumps(alert.payload), dumps(hosts),
              time.time()),
         )
 
@@ -676,7 +694,7 @@ class PostgresLedger(Ledger):
             f'WHERE {where} ORDER BY alert_id COLLATE "C"',
             args,
         ).fetchall()
-        return [_withheld(row) for row in rows]
+        return [withheld_from_row(row) for row in rows]
 
     def _forget_withheld(self, endpoint: str, alert_id: str) -> bool:
         return self._conn.execute(

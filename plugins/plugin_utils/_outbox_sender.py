@@ -27,6 +27,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 import typing as t
 
 import ansible
@@ -35,7 +36,8 @@ from ._alert import Alert
 from ._client import SendError, TemperstackClient
 from ._dispatch import OUTBOX_SEND_THREADS, send_outbox
 from ._endpoint import Endpoint
-from ._ledger import HOLD_LEASE_SECONDS, Ledger, LedgerError, LedgerUnreachable, absorb_fallback, open_ledger
+from ._ledger import HOLD_LEASE_SECONDS, Ledger, LedgerError
+from ._ledger_open import LedgerWithFallback, open_ledger
 
 # The directory that holds ``ansible_collections``: the delivery process imports this module from there.
 _COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *(['..'] * 5)))
@@ -44,7 +46,14 @@ _ANSIBLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ansible.__file__
 _WAKE = b'wake\n'
 # How often the delivery process checks that ansible-playbook is still there.
 PARENT_CHECK_SECONDS = 0.5
+# How soon the delivery process tries a lost shared ledger again: its run's alerts are queued there again as soon as
+# the callback reaches it, and they should go out in this run.
+RECONNECT_SECONDS = 2.0
+# The hold keeper's first wait after a ledger error; it doubles up to a quarter of the lease.
+HOLD_RETRY_SECONDS = 1.0
 _END = b'end\n'
+# After this long, the end of a run that still waits on its deliveries says so (SenderProcess.flush's on_slow).
+SLOW_FLUSH_SECONDS = 2.0
 # What the delivery process needs of the environment: nothing else crosses over, so neither PYTHON* variables
 # nor anything a playbook's environment happens to hold reaches the process that holds the key.
 _PASSED_ENVIRONMENT = (
@@ -121,7 +130,7 @@ class OutboxSender:
                 continue  # nothing was ever kept there; counting must not create it
             try:
                 with open_ledger(spec) as ledger:
-                    if not finished and self._ledger is not None and self._ledger.spec == spec:
+                    if not finished and self._ledger is not None:
                         ledger.release_claims_of(self._ledger)
                     left = (left or 0) + len(ledger.pending(self._endpoint.ledger_key))
             except LedgerError:
@@ -130,10 +139,14 @@ class OutboxSender:
 
     def _run(self) -> None:
         try:
-            self._ledger = self._open_ledger()
+            self._ledger = open_ledger(
+                self._ledger_spec, fallback=self._fallback or None, on_fallback=self._fell_back,
+            )
         except LedgerError as exc:
             self._fail(str(exc))
             return
+        if isinstance(self._ledger, LedgerWithFallback):
+            self._ledger._retry_seconds = RECONNECT_SECONDS  # pylint: disable=protected-access
         try:
             while True:
                 self._wake.wait()
@@ -141,37 +154,24 @@ class OutboxSender:
                 if not self._blocked:
                     self._drain(self._ledger)
                 if self._closing and not self._wake.is_set():
+                    self._write_back(self._ledger)
                     return
         finally:
             self._ledger.close()
 
-    def _open_ledger(self) -> Ledger:
-        try:
-            return open_ledger(self._ledger_spec)
-        except LedgerUnreachable:
-            if not self._fallback:
-                raise
-            return open_ledger(self._fallback)
+    def _fell_back(self, exc: LedgerError) -> None:
+        self._fail(f'{exc}; alerts queued on this controller are delivered from {self._fallback}')
 
     def _drain(self, ledger: Ledger) -> None:
         try:
-            if self._fallback and ledger.spec != self._fallback:
-                self._absorb_fallback(ledger)
+            if isinstance(ledger, LedgerWithFallback):
+                # Between two passes, nothing read from one ledger is still to be written back to it: the moment to
+                # try a lost server again, and to move in what the fallback file kept meanwhile.
+                ledger.reconnect()
             send_outbox(ledger, self._client, on_sent=self._sent, on_dropped=self._fail, workers=OUTBOX_SEND_THREADS)
         except SendError as exc:
             self._blocked = True
             self._fail(exc.message)
-        except LedgerUnreachable as exc:
-            if not self._fallback or ledger.spec == self._fallback:
-                self._blocked = True
-                self._fail(str(exc))
-                return
-            # The shared ledger's server was lost mid-run: what the run queues from now on is in the fallback file.
-            self._fail(f'{exc}; alerts queued on this controller are delivered from {self._fallback}')
-            with contextlib.suppress(LedgerError):
-                self._ledger = open_ledger(self._fallback)
-                ledger.close()
-                self._drain(self._ledger)
         except LedgerError as exc:
             self._blocked = True
             self._fail(str(exc))
@@ -182,13 +182,16 @@ class OutboxSender:
                 f'delivery failed unexpectedly ({type(exc).__name__}: {exc}); alerts stay queued for the next run'
             )
 
-    def _absorb_fallback(self, ledger: Ledger) -> None:
-        try:
-            absorb_fallback(ledger, self._fallback)
-        except LedgerUnreachable:
-            raise
-        except LedgerError as exc:
-            self._fail(f'what this controller kept while the shared ledger was unreachable stays where it is: {exc}')
+    def _write_back(self, ledger: Ledger) -> None:
+        """Before the run ends, move what this run kept in the fallback file into the shared ledger, if it answers.
+
+        An AWX job's container, and its fallback file with it, is thrown away after the run: what the job sent or
+        queued during an outage would otherwise be known to no one.
+        """
+        if not isinstance(ledger, LedgerWithFallback) or not ledger.degraded:
+            return
+        if ledger.reconnect(force=True) and not self._blocked:
+            self._drain(ledger)
 
     def _sent(self, alert: Alert) -> None:
         with self._lock:
@@ -236,8 +239,12 @@ class SenderProcess:
         except OSError as exc:
             self._broken = f'the delivery process failed ({exc}); alerts stay queued for the next run'
 
-    def flush(self) -> FlushReport:
-        """Tell the process that nothing more is coming and wait, at most the flush timeout, for its report."""
+    def flush(self, on_slow: t.Callable[[float], None] | None = None) -> FlushReport:
+        """Tell the process that nothing more is coming and wait, at most the flush timeout, for its report.
+
+        If the report has not come after ``SLOW_FLUSH_SECONDS``, ``on_slow`` is called once, with the seconds left
+        of the flush timeout, so that the caller can say what the run is waiting for instead of stalling silently.
+        """
         if self._process is None:
             return FlushReport([], 0, [self._broken] if self._broken else [], True)
         process = self._process
@@ -248,9 +255,19 @@ class SenderProcess:
                 process.stdin.flush()
         except OSError:
             pass  # the process is gone; its report (or its absence) says why
+        started = time.monotonic()
+        limit = self._flush_timeout + 2.0
+        slow = on_slow is not None and SLOW_FLUSH_SECONDS < self._flush_timeout
         try:
-            # communicate() closes the pipe, which is the process's signal that nothing more is coming.
-            out, err = process.communicate(timeout=self._flush_timeout + 2.0)
+            try:
+                # communicate() closes the pipe, which is the process's signal that nothing more is coming.
+                out, err = process.communicate(timeout=SLOW_FLUSH_SECONDS if slow else limit)
+            except subprocess.TimeoutExpired:
+                if not slow or on_slow is None:
+                    raise
+                on_slow(max(0.0, self._flush_timeout - (time.monotonic() - started)))
+                # A second communicate() goes on where the first stopped, and loses no output.
+                out, err = process.communicate(timeout=max(0.0, limit - (time.monotonic() - started)))
         except subprocess.TimeoutExpired:
             process.kill()
             out, err = process.communicate()
@@ -307,7 +324,7 @@ def _serve(stdin: t.BinaryIO, stdout: t.TextIO) -> None:
     )
     sender = OutboxSender(client, settings['ledger_spec'], settings.get('fallback') or '')
     sender.start()
-    holds = _HoldKeeper(settings['ledger_spec'], settings.get('run_token') or '')
+    holds = _HoldKeeper(settings['ledger_spec'], settings.get('run_token') or '', settings.get('fallback') or '')
     holds.start()
     ended = False
     for line in _lines_while_parent_lives(stdin):
@@ -349,10 +366,15 @@ def _lines_while_parent_lives(stdin: t.BinaryIO) -> t.Iterator[bytes]:
 
 
 class _HoldKeeper:
-    """Renews the run's held failures a few times per lease while the run goes on."""
+    """Renews the run's held failures a few times per lease while the run goes on, in whichever ledger holds them.
 
-    def __init__(self, ledger_spec: str, run_token: str) -> None:
+    A ledger error (SQLite busy, a PostgreSQL restart) is retried with backoff for as long as the run lasts: a hold
+    that is not renewed expires, and its Alarm goes out as the failures seen so far, before its unit has ended.
+    """
+
+    def __init__(self, ledger_spec: str, run_token: str, fallback: str = '') -> None:
         self._ledger_spec = ledger_spec
+        self._fallback = fallback if fallback != ledger_spec else ''
         self._token = run_token
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name='temperstack-holds', daemon=True)
@@ -368,18 +390,32 @@ class _HoldKeeper:
         if release and self._token:
             # The run ended without settling what it held: from now on that is an ordinary outbox entry.
             try:
-                with open_ledger(self._ledger_spec) as ledger:
+                with self._open() as ledger:
                     ledger.release_holds(self._token)
             except LedgerError:
                 pass  # the holds expire on their own, and the next run delivers them then
 
+    def _open(self) -> Ledger:
+        return open_ledger(self._ledger_spec, fallback=self._fallback or None, on_fallback=lambda exc: None)
+
     def _run(self) -> None:
+        ledger: Ledger | None = None
+        wait, failures = 0.0, 0
         try:
-            with open_ledger(self._ledger_spec) as ledger:
-                while not self._stopped.wait(HOLD_LEASE_SECONDS / 4):
+            while not self._stopped.wait(wait):
+                try:
+                    if ledger is None:
+                        ledger = self._open()
+                    elif isinstance(ledger, LedgerWithFallback):
+                        ledger.reconnect()
                     ledger.renew_holds(self._token)
-        except LedgerError:
-            pass  # unrenewed holds expire, which only makes their Alarms go out early
+                    failures = 0
+                except LedgerError:
+                    failures += 1
+                wait = min(HOLD_RETRY_SECONDS * 2 ** (failures - 1), HOLD_LEASE_SECONDS / 4) if failures else HOLD_LEASE_SECONDS / 4
+        finally:
+            if ledger is not None:
+                ledger.close()
 
 
 if __name__ == '__main__':

@@ -88,7 +88,9 @@ def phase_of(stdout_path: str) -> str:
 
 
 def test_sigkill_at_random_points(harness, server, work_dir, figures):
-    from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger  # pylint: disable=import-outside-toplevel
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import (
+        SqliteLedger,
+    )  # pylint: disable=import-outside-toplevel
 
     directory = os.path.join(work_dir, 'crash')
     playbook = harness.write(directory, 'crash.yml', ''.join(PLAYS.format(index=index) for index in (1, 2, 3)))

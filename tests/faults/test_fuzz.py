@@ -46,7 +46,7 @@ from ansible.plugins.loader import callback_loader
 from ansible_collections.temperstack.alerting.plugins.action import alert as alert_action
 from ansible_collections.temperstack.alerting.plugins.callback import playbook_alerts
 from ansible_collections.temperstack.alerting.plugins.plugin_utils import _client
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import FlushReport
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import NO_LOG_MESSAGE
 from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeDisplay, FakeResponse
@@ -318,7 +318,7 @@ class ContractSenderProcess:
     def notify(self) -> None:
         return None
 
-    def flush(self) -> FlushReport:
+    def flush(self, on_slow: t.Any = None) -> FlushReport:
         sent = []
         with SqliteLedger(self.ledger_path) as ledger:
             for queued in ledger.pending(self.client.endpoint.ledger_key):

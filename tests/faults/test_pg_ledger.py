@@ -574,7 +574,9 @@ def test_unreachable_server_for_a_whole_run(harness, stand_in, postgres, work_di
 
 def create_schema(url: str) -> None:
     """The shared ledger's schema, created by the collection as on first use."""
-    from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import open_ledger  # pylint: disable=import-outside-toplevel
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import (
+        open_ledger,
+    )  # pylint: disable=import-outside-toplevel
 
     open_ledger(url).close()
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import ENV_VARS, resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import LEDGER_PATH_ENV
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import LEDGER_PATH_ENV
 from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeResponse
 
 # Deterministic and quiet: the same examples on every run, no example database written into the tree.

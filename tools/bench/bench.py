@@ -1130,7 +1130,7 @@ def _steps(breakdown: dict[str, t.Any]) -> str:
 
 def _no_fallback(bench: Bench, name: str) -> None:
     """The shared ledger was used throughout: nothing fell back to the controller's local file."""
-    from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (  # pylint: disable=import-outside-toplevel
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import (  # pylint: disable=import-outside-toplevel
         fallback_path,
     )
     path = fallback_path(bench.ledger(name))

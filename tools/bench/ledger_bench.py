@@ -34,12 +34,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import dispatch
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
-    RETENTION_SECONDS,
-    LedgerError,
-    SqliteLedger,
-    open_ledger,
-)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import RETENTION_SECONDS, LedgerError
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
 
 WEBHOOK_URL = 'https://bench.temperstack.com/api/integration/webhook/BENCHKEY'
 COUNTER_ALERT = 'bench-shared-counter'

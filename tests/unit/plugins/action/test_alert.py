@@ -20,12 +20,9 @@ from ansible_collections.temperstack.alerting.plugins.action import alert as ale
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import derive_alert_id
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import MASK, resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
-    SqliteLedger,
-    LedgerError,
-    discard_shared,
-    shared_ledger,
-)
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import LedgerError
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import discard_shared, shared_ledger
 
 
 def write_ca_bundle(path) -> None:
@@ -576,12 +573,12 @@ def test_check_mode_does_not_keep_the_ledger_open(run_task, task_args, ledger_pa
 
 
 def test_a_send_the_ledger_cannot_record_is_reported_as_sent_with_a_warning(run_task, task_args, opener, monkeypatch):
-    from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger_sqlite
 
     def full_disk(self, *args, **kwargs):
-        raise _ledger.LedgerError(f'the ledger {self.path} failed: database or disk is full')
+        raise LedgerError(f'the ledger {self.path} failed: database or disk is full')
 
-    monkeypatch.setattr(_ledger.SqliteLedger, 'record', full_disk)
+    monkeypatch.setattr(_ledger_sqlite.SqliteLedger, 'record', full_disk)
     result = run_task(task_args)
 
     assert 'failed' not in result

@@ -17,9 +17,14 @@ import yaml
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.temperstack.alerting.plugins.action import alert_info as info_action
+from ansible_collections.temperstack.alerting.plugins.doc_fragments.connection import ModuleDocFragment
 from ansible_collections.temperstack.alerting.plugins.modules import alert_info as info_docs
+from ansible_collections.temperstack.alerting.plugins.modules import outbox as outbox_docs
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import SendError, TemperstackClient
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import send_outbox
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger, Silence
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Silence
 
 from ansible_collections.temperstack.alerting.tests.unit.plugins.action.test_alert import (  # pylint: disable=unused-import
     run_task,
@@ -29,8 +34,10 @@ from ansible_collections.temperstack.alerting.tests.unit.plugins.action.test_sil
 
 # The key of the endpoint that was rotated away: its entries are still queued, and must never show.
 OLD_API_KEY = 'tsk-ROTATEDCANARY-3b9d0c2e71'
+# Connection options alert_info (and outbox) take only so that module_defaults for the action group work.
+ACCEPTED_UNUSED = ('timeout', 'retries', 'validate_certs', 'ca_path')
 ALERT_KEYS = {'alert_id', 'status', 'fields', 'hosts', 'changed', 'queued', 'withheld_by', 'withheld_status'}
-ENTRY_KEYS = {'alert_id', 'status', 'fields', 'queued', 'age', 'attempts', 'held'}
+ENTRY_KEYS = {'alert_id', 'status', 'fields', 'queued', 'age', 'failed_deliveries', 'held'}
 
 
 @pytest.fixture
@@ -139,11 +146,11 @@ def test_an_alert_temperstack_never_acknowledged_has_no_status(run_info, day2_le
     assert (held['status'], held['queued']) == (None, True)
 
 
-def test_queued_entries_have_their_age_attempts_and_hold(run_info, day2_ledger):
+def test_queued_entries_have_their_age_failed_deliveries_and_hold(run_info, day2_ledger):
     before_run = time.time()
     queued = run_info()['queued']
 
-    assert [(e['alert_id'], e['status'], e['attempts'], e['held']) for e in queued] == [
+    assert [(e['alert_id'], e['status'], e['failed_deliveries'], e['held']) for e in queued] == [
         ('disk-db1', 'Alarm', 2, False), ('play-site', 'Alarm', 0, False), ('held-web4', 'Alarm', 0, True)]
     for entry in queued:
         assert day2_ledger - 1 <= parse_iso(entry['queued']) <= before_run + 1
@@ -281,8 +288,11 @@ def test_options_match_the_documentation():
     documented = yaml.safe_load(info_docs.DOCUMENTATION)['options']
     own = {name: spec for name, spec in info_action.ARGUMENT_SPEC.items()
            if name in ('alert_id', 'status', 'resource_id', 'host', 'queued_only')}
-    assert set(documented) == set(own)
+    # The connection options it accepts but does not use are documented here too (issue 20), to say so.
+    assert set(documented) == set(own) | set(ACCEPTED_UNUSED)
     for name, doc in documented.items():
+        if name in ACCEPTED_UNUSED:
+            continue
         assert own[name]['type'] == doc.get('type', 'str'), name
         assert own[name].get('elements') == doc.get('elements'), name
         assert own[name].get('default') == doc.get('default'), name
@@ -307,3 +317,54 @@ def test_resolving_every_open_alert_of_a_host_as_the_example_does(run_task, task
     assert sorted(body['alert_id'] for body in opener.bodies) == sorted(item['alert_id'] for item in found['alerts'])
     assert run_info({'host': 'web03', 'status': 'Alarm'})['alerts'] == []
     assert [alert['status'] for alert in run_info({'host': 'web04'})['alerts']] == ['Alarm']
+
+
+# -- issue 20: what a new user trips on ------------------------------------------------------------------
+
+
+def rendered_options(docs_module) -> dict[str, t.Any]:
+    """The module's options as ansible-doc shows them: the connection fragment's, updated by the module's own.
+
+    (ansible.utils.plugin_docs.add_fragments merges an option that both define field by field, the module's winning.)
+    """
+    options = {name: dict(doc) for name, doc in yaml.safe_load(ModuleDocFragment.DOCUMENTATION)['options'].items()}
+    for name, doc in yaml.safe_load(docs_module.DOCUMENTATION)['options'].items():
+        options[name] = {**options.get(name, {}), **doc}
+    return options
+
+
+@pytest.mark.parametrize('docs_module', [info_docs, outbox_docs], ids=['alert_info', 'outbox'])
+@pytest.mark.parametrize('name', ACCEPTED_UNUSED)
+def test_connection_options_it_does_not_use_say_so(docs_module, name):
+    # Issue 20: alert_info and outbox documented timeout, retries, ca_path and validate_certs with texts about
+    # repeated requests, though neither sends one.
+    option = rendered_options(docs_module)[name]
+    text = ' '.join(option['description'])
+    assert text.startswith('Accepted only so that C(module_defaults) for the action group '
+                           'C(group/temperstack.alerting.temperstack) can set it')
+    assert 'Not used, since this module sends no request to Temperstack.' in text
+    for misleading in ('repeated', 'attempts', 'Verify', 'to verify', 'wait for Temperstack'):
+        assert misleading not in text, misleading
+    # Still accepted, with the type and default the other modules of the group have.
+    assert option['type'] == info_action.ARGUMENT_SPEC[name]['type']
+    assert option.get('default') == info_action.ARGUMENT_SPEC[name].get('default')
+
+
+def test_failed_deliveries_count_deliveries_and_the_delivery_error_counts_requests(
+    run_info, ledger_path, endpoint, make_alert, opener, sleeps,
+):
+    # Issue 20: the callback warned "after 4 attempts" (HTTP requests) while alert_info's queued[].attempts was 1 (the
+    # failed delivery those four requests made). The two counts now have two names.
+    client = TemperstackClient(endpoint, retries=3, opener=opener, sleep=sleeps.append, jitter=lambda: 0.0)
+    opener.http_error(503, times=4)
+    with SqliteLedger(ledger_path) as ledger:
+        ledger.queue(endpoint.ledger_key, make_alert(alert_id='disk-web1'), ['web1'])
+        with pytest.raises(SendError) as info:
+            send_outbox(ledger, client)
+
+    assert len(opener.calls) == 4
+    assert info.value.attempts == 4
+    assert 'after 4 attempts' in info.value.message
+    (entry,) = run_info()['queued']
+    assert entry['failed_deliveries'] == 1
+    assert 'attempts' not in entry

@@ -19,7 +19,7 @@ from ansible.playbook.task import Task
 from ansible_collections.temperstack.alerting.plugins.action import ledger_copy as copy_action
 from ansible_collections.temperstack.alerting.plugins.modules import ledger_copy as copy_docs
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 
 ENDPOINT = 'endpoint-hash'
 

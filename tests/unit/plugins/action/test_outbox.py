@@ -18,7 +18,7 @@ from ansible.playbook.task import Task
 from ansible_collections.temperstack.alerting.plugins.action import outbox as outbox_action
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import build_alert
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 
 OLD_URL = 'https://acme.temperstack.com/api/integration/webhook/old-key-5b1f'
 
@@ -68,6 +68,9 @@ def test_discards_by_alert_id_and_leaves_the_rest(run_outbox, queued):
 
     assert result['changed'] is True
     assert [entry['alert_id'] for entry in result['discarded']] == ['disk-web03']
+    # Issue 20: failed deliveries, named apart from the HTTP requests a delivery error counts as attempts.
+    assert set(result['discarded'][0]) == {'alert_id', 'status', 'queued', 'failed_deliveries'}
+    assert result['discarded'][0]['failed_deliveries'] == 0
     # The held failure of a running playbook is never discarded, whatever matches it.
     assert remaining(queued) == ['deploy-web03', 'disk-web04', 'disk-web05']
 

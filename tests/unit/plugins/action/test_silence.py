@@ -25,7 +25,7 @@ from ansible.playbook.task import Task
 from ansible_collections.temperstack.alerting.plugins.action import alert as alert_action
 from ansible_collections.temperstack.alerting.plugins.action import silence as silence_action
 from ansible_collections.temperstack.alerting.plugins.modules import silence as silence_docs
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 
 # run_task and task_args are fixtures: the alert module's tests run it against the fake opener, and so do these.
 from ansible_collections.temperstack.alerting.tests.unit.plugins.action.test_alert import (  # pylint: disable=unused-import

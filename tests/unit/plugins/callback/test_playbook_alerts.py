@@ -27,7 +27,8 @@ from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.temperstack.alerting.plugins.callback import playbook_alerts
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import Alert
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger, open_ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import FlushReport
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import NO_LOG_MESSAGE
 from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeDisplay
@@ -73,6 +74,8 @@ class Temperstack:
     def __init__(self) -> None:
         self.received: list[dict[str, str]] = []
         self.down = False
+        # Set to N: each flush takes long enough that the delivery process calls on_slow with N seconds left.
+        self.slow_flush: float | None = None
         self.processes: list[FakeSenderProcess] = []
         self.exit_handlers: list[t.Callable[[], None]] = []
 
@@ -103,10 +106,13 @@ class FakeSenderProcess:
     def notify(self) -> None:
         self.notified += 1
 
-    def flush(self) -> FlushReport:
+    def flush(self, on_slow=None) -> FlushReport:
         self.flushed += 1
+        if self.temperstack.slow_flush is not None and on_slow is not None:
+            on_slow(self.temperstack.slow_flush)
         sent, errors = [], []
-        with open_ledger(self.ledger_path) as ledger:
+        # As the delivery process opens it: a shared ledger with this controller's fallback file.
+        with open_ledger(self.ledger_path, fallback=self.fallback or None) as ledger:
             for queued in ledger.pending(self.client.endpoint.ledger_key):
                 if self.temperstack.down:
                     errors.append(f'{queued.alert.status} for {queued.alert.alert_id} was not delivered: HTTP 503')
@@ -865,7 +871,7 @@ def test_same_failure_during_an_outage_is_queued_once(run, temperstack):
 
 def test_unfinished_delivery_is_reported(run, temperstack, monkeypatch):
     monkeypatch.setattr(
-        FakeSenderProcess, 'flush', lambda self: FlushReport([], 1, ['Alarm for x was not delivered: no answer'], False)
+        FakeSenderProcess, 'flush', lambda self, on_slow=None: FlushReport([], 1, ['Alarm for x was not delivered: no answer'], False)
     )
     r = failing_run(run, flush_timeout=3.0)
 
@@ -873,6 +879,32 @@ def test_unfinished_delivery_is_reported(run, temperstack, monkeypatch):
     assert len(r.display.warnings) == 2
     assert 'within flush_timeout (3 s)' in r.display.warnings[1]
     assert all(API_KEY not in w for w in r.display.warnings)
+
+
+def test_a_slow_delivery_says_once_what_the_end_of_the_run_waits_for(run, temperstack):
+    # Issue 20: with Temperstack slow, the PLAY RECAP was followed by nothing for up to flush_timeout.
+    temperstack.slow_flush = 27.6
+    r = failing_run(run)
+
+    assert r.summary == ['Temperstack: delivering 1 alert (up to 28 s more)...', 'Temperstack: sent 1 Alarm']
+    assert r.display.warnings == []
+
+
+def test_a_slow_delivery_counts_what_waits(run, temperstack):
+    temperstack.down = True
+    run().playbook().play('One').failed('web1').play('Two').failed('web2').stats()
+    temperstack.down = False
+    temperstack.slow_flush = 2.2
+    r = green_run(run)
+
+    assert r.summary[0] == 'Temperstack: delivering 2 alerts (up to 2 s more)...'
+    assert r.summary[1:] == ['Temperstack: sent 2 Alarm']
+
+
+def test_a_quick_delivery_says_nothing_while_it_waits(run, temperstack):
+    r = failing_run(run)
+
+    assert r.summary == ['Temperstack: sent 1 Alarm']
 
 
 def test_flush_timeout_is_handed_to_the_delivery(run, temperstack):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Silence, SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Silence
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 
 # run and temperstack are fixtures: each test plays several ansible-playbook runs against the fake Temperstack.
 from ansible_collections.temperstack.alerting.tests.unit.plugins.callback.test_playbook_alerts import (  # pylint: disable=unused-import

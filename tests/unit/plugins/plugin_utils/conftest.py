@@ -20,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, open_ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
 
 try:
     # Imported here, by the worker, and not by each test: ansible-test runs every test in a fork of the worker, and a

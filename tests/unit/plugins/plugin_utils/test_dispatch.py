@@ -24,7 +24,8 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch imp
     is_news,
     is_withheld,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger, LedgerError
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import LedgerError
 
 
 @pytest.fixture

@@ -13,19 +13,16 @@ from urllib.parse import quote
 
 import pytest
 
-from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger_sqlite
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import (
     DEFAULT_LEDGER_PATH,
     LEDGER_PATH_ENV,
-    SqliteLedger,
-    LedgerError,
-    Queued,
-    Record,
     default_ledger_path,
-    discard_shared,
-    shared_ledger,
 )
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import LeaseLost, LedgerError, Queued, Record
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import discard_shared, shared_ledger
 
 ALERT_ID = 'ansible-disk-almost-full-web01-b9a91f0f86e6'
 
@@ -568,7 +565,7 @@ def test_open_does_not_read_the_whole_ledger(ledger_path, endpoint, make_alert, 
         conn.set_trace_callback(statements.append)
         return conn
 
-    monkeypatch.setattr(_ledger.sqlite3, 'connect', traced_connect)
+    monkeypatch.setattr(_ledger_sqlite.sqlite3, 'connect', traced_connect)
     SqliteLedger(ledger_path).close()
     assert statements
     # count(*) reads every page of the table: milliseconds per module task on a ledger of 100,000 alerts.
@@ -679,21 +676,21 @@ def test_a_write_under_a_claim_taken_over_is_refused(ledger_path, endpoint, make
         assert fresh is not None
         ok = make_alert(status='OK')
         other.record(key, ok, claim=fresh)
-        with pytest.raises(_ledger.LeaseLost, match='passed to another sender'):
+        with pytest.raises(LeaseLost, match='passed to another sender'):
             slow.delivered(key, queued, stale)
-        with pytest.raises(_ledger.LeaseLost):
+        with pytest.raises(LeaseLost):
             slow.record(key, alert, claim=stale)
-        with pytest.raises(_ledger.LeaseLost):
+        with pytest.raises(LeaseLost):
             slow.discard(queued, stale)
         # Nothing the stale sender tried got through: the entry still waits, the newer record stands.
         assert [q.seq for q in other.pending(key)] == [queued.seq]
         assert other.lookup(key, alert.alert_id).status == 'Alarm'  # the queued entry is the current state
         other.release(fresh)
-        with pytest.raises(_ledger.LeaseLost):  # a released claim fences its holder out too
+        with pytest.raises(LeaseLost):  # a released claim fences its holder out too
             other.delivered(key, queued, fresh)
         renewed = other.try_claim(key, alert.alert_id, lease=30)
         other.renew(renewed)
-        with pytest.raises(_ledger.LeaseLost):
+        with pytest.raises(LeaseLost):
             other.renew(fresh)
 
 
@@ -771,8 +768,8 @@ def test_an_expired_hold_is_deliverable_and_renewing_keeps_it_held(ledger, endpo
     key = endpoint.ledger_key
     ledger.hold(key, make_alert(alert_id='a'), ['web1'], token='alive', owner='c:1')
     ledger.hold(key, make_alert(alert_id='b'), ['web1'], token='gone', owner='c:2')
-    later = time.time() + _ledger.HOLD_LEASE_SECONDS + 1
-    monkeypatch.setattr(_ledger.time, 'time', lambda: later)
+    later = time.time() + _ledger_sqlite.HOLD_LEASE_SECONDS + 1
+    monkeypatch.setattr(_ledger_sqlite.time, 'time', lambda: later)
     assert [q.alert.alert_id for q in ledger.pending(key)] == ['a', 'b']
     assert ledger.renew_holds('alive') == 1
     assert [q.alert.alert_id for q in ledger.pending(key)] == ['b']
@@ -805,7 +802,7 @@ def test_a_schema_1_ledger_is_upgraded_and_keeps_what_it_holds(ledger_path, endp
     """)
     alert = make_alert()
     conn.execute('INSERT INTO outbox (endpoint, alert_id, status, fingerprint, payload, hosts, queued) VALUES (?, ?, ?, ?, ?, ?, ?)',
-                 (endpoint.ledger_key, alert.alert_id, alert.status, alert.fingerprint, _ledger._dumps(alert.payload), '["web1"]', 1.0))
+                 (endpoint.ledger_key, alert.alert_id, alert.status, alert.fingerprint, _ledger_sqlite.dumps(alert.payload), '["web1"]', 1.0))
     conn.commit()
     conn.close()
     os.chmod(ledger_path, 0o600)
@@ -814,7 +811,7 @@ def test_a_schema_1_ledger_is_upgraded_and_keeps_what_it_holds(ledger_path, endp
     with SqliteLedger(ledger_path) as ledger:
         assert [q.hosts for q in ledger.pending(endpoint.ledger_key)] == [('web1',)]
         ledger.hold(endpoint.ledger_key, make_alert(alert_id='new'), ['web2'], token='t', owner='c:1')
-    assert sqlite3.connect(ledger_path).execute('PRAGMA user_version').fetchone()[0] == _ledger.SCHEMA_VERSION
+    assert sqlite3.connect(ledger_path).execute('PRAGMA user_version').fetchone()[0] == _ledger_sqlite.SCHEMA_VERSION
 
 
 # -- only corruption moves a ledger aside (item 6) ------------------------------------------------
@@ -834,7 +831,7 @@ def test_errors_other_than_corruption_leave_the_ledger_where_it_is(ledger_path, 
     def failing_wal(conn):
         raise error
 
-    monkeypatch.setattr(_ledger, '_use_wal', failing_wal)
+    monkeypatch.setattr(_ledger_sqlite, '_use_wal', failing_wal)
     warnings: list[str] = []
     with pytest.raises(LedgerError, match=f'^the ledger {ledger_path} cannot be used: {error}$'):
         SqliteLedger(ledger_path, warn=warnings.append)
@@ -928,7 +925,7 @@ def test_a_ledger_that_cannot_be_made_private_is_refused(ledger_path, monkeypatc
     def refuse(path, mode):
         raise PermissionError(1, 'Operation not permitted')
 
-    monkeypatch.setattr(_ledger.os, 'chmod', refuse)
+    monkeypatch.setattr(_ledger_sqlite.os, 'chmod', refuse)
     with pytest.raises(LedgerError, match=r'can be read by others \(mode 0666\) and cannot be made private: '
                                           r'Operation not permitted; run chmod 600 '):
         SqliteLedger(ledger_path)
@@ -946,7 +943,7 @@ def test_a_claim_held_by_a_killed_process_not_yet_reaped_is_taken_over(ledger, e
                     break
             time.sleep(0.01)
         with monkeypatch.context() as patch:
-            patch.setattr(_ledger, 'this_process', lambda: f'{socket.gethostname()}:{child}')
+            patch.setattr(_ledger_sqlite, 'this_process', lambda: f'{socket.gethostname()}:{child}')
             assert ledger.try_claim(endpoint.ledger_key, 'a', lease=60) is not None
         assert ledger.try_claim(endpoint.ledger_key, 'a', lease=60) is not None
     finally:

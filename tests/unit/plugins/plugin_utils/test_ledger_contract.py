@@ -33,9 +33,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     Record,
     Silence,
     copy_ledger,
-    mask_url,
-    open_ledger,
 )
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import mask_url
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
 
 from ansible_collections.temperstack.alerting.tests.unit.plugins.plugin_utils.conftest import LedgerBackend, with_database
 

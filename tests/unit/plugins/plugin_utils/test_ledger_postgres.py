@@ -13,15 +13,14 @@ import time
 import pytest
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger_postgres
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
-    LedgerError,
-    LedgerUnreachable,
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import LedgerError, LedgerUnreachable
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import (
     check_ledger_url,
     is_url,
     ledger_spec,
     mask_url,
-    open_ledger,
 )
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
 
 PASSWORD = 'S3cret-pg'
 

@@ -17,8 +17,9 @@ import pytest
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import SendError, TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import SqliteLedger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import (
+    SLOW_FLUSH_SECONDS,
     SenderProcess,
     FlushReport,
     OutboxSender,
@@ -451,6 +452,54 @@ def test_process_flush_is_bounded_when_temperstack_hangs(ledger, ledger_path, lo
     assert [(q.alert.alert_id, q.alert.status) for q in ledger.pending(local_endpoint.ledger_key)] == [
         ('a', 'Alarm'), ('b', 'Alarm'), ('a', 'OK'),
     ]
+    server.release.set()
+
+
+def test_process_flush_says_once_when_it_is_slow(ledger, ledger_path, local_endpoint, server, story):
+    # Issue 20: the end of a run stalled silently for up to flush_timeout; on_slow lets the callback say so.
+    server.hang.set()
+    queue_all(ledger, local_endpoint, story)
+    process = delivery_process(local_endpoint, ledger_path, flush_timeout=SLOW_FLUSH_SECONDS + 1.5, timeout=30)
+    process.notify()
+    _wait_for(lambda: server.bodies, timeout=10)
+    calls = []
+
+    started = time.monotonic()
+    report = process.flush(on_slow=lambda left: calls.append((time.monotonic() - started, left)))
+
+    assert len(calls) == 1
+    after, left = calls[0]
+    assert SLOW_FLUSH_SECONDS <= after < SLOW_FLUSH_SECONDS + 1.0
+    assert 0.5 < left <= 1.5
+    assert not report.finished
+    assert time.monotonic() - started < SLOW_FLUSH_SECONDS + 1.5 + 2.0 + 1.5
+    server.release.set()
+
+
+def test_process_flush_that_is_quick_is_not_slow(ledger, ledger_path, local_endpoint, server, story):
+    queue_all(ledger, local_endpoint, story)
+    process = delivery_process(local_endpoint, ledger_path)
+    process.notify()
+    calls = []
+
+    report = process.flush(on_slow=calls.append)
+
+    assert report.sent == ['Alarm', 'Alarm', 'OK']
+    assert calls == []
+
+
+def test_process_flush_shorter_than_the_slow_mark_is_never_slow(ledger, ledger_path, local_endpoint, server, story):
+    server.hang.set()
+    queue_all(ledger, local_endpoint, story)
+    process = delivery_process(local_endpoint, ledger_path, flush_timeout=SLOW_FLUSH_SECONDS / 2, timeout=30)
+    process.notify()
+    _wait_for(lambda: server.bodies, timeout=10)
+    calls = []
+
+    report = process.flush(on_slow=calls.append)
+
+    assert calls == []
+    assert not report.finished
     server.release.set()
 
 
