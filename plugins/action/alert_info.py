@@ -144,6 +144,8 @@ def _entry(entry: Entry, now: float) -> dict[str, t.Any]:
         'fields': dict(entry.alert.payload),
         'queued': iso(entry.queued),
         'age': round(max(now - entry.queued, 0.0), 1),
-        'attempts': entry.attempts,
+        # Failed deliveries (the ledger's attempts column), each of up to retries + 1 HTTP requests: not the
+        # "after N attempts" of a delivery error, which counts requests, hence not named attempts.
+        'failed_deliveries': entry.attempts,
         'held': entry.held,
     }

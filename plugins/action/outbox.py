@@ -123,5 +123,5 @@ def _shown(entry: Entry) -> dict[str, t.Any]:
         'alert_id': entry.alert.alert_id,
         'status': entry.alert.status,
         'queued': iso(entry.queued),
-        'attempts': entry.attempts,
+        'failed_deliveries': entry.attempts,  # deliveries, not HTTP requests (see alert_info)
     }

@@ -62,6 +62,22 @@ options:
     description: Only alerts with an entry waiting in the outbox.
     type: bool
     default: false
+  timeout:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  retries:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  validate_certs:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  ca_path:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
 notes:
   - O(timeout), O(retries), O(validate_certs) and O(ca_path) are accepted, so that C(module_defaults) for the action
     group can set them for every module of the group, and not used, since this module sends nothing.
@@ -85,8 +101,10 @@ EXAMPLES = r"""
 
 - name: Show it
   ansible.builtin.debug:
-    msg: "{{ item.alert_id }}: {{ item.status }} queued {{ item.age }} s ago, {{ item.attempts }} failed attempts"
+    msg: "{{ item.alert_id }}: {{ item.status }} queued {{ item.age }} s ago, {{ item.failed_deliveries }} failed deliveries"
   loop: "{{ stuck.queued }}"
+  loop_control:
+    label: "{{ item.alert_id }}"
   run_once: true
 
 # Decommissioning a host: resolve every alert it still has open, then forget it.
@@ -176,8 +194,10 @@ queued:
       description: Seconds since it was queued.
       type: float
       sample: 3600.5
-    attempts:
-      description: How many attempts to deliver it have failed.
+    failed_deliveries:
+      description:
+        - How many times delivering it has failed. Each delivery makes up to C(retries) + 1 HTTP requests (the
+          C(retries) of the task or callback that tried it), which the C(after N attempts) of a delivery error counts.
       type: int
       sample: 2
     held:

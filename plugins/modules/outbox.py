@@ -57,6 +57,22 @@ options:
         is the start of the endpoint's hash, never its key.
       - Before discarding them, consider moving them to the new key with M(temperstack.alerting.ledger_copy).
     type: str
+  timeout:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  retries:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  validate_certs:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  ca_path:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
 notes:
   - At least one of O(alert_id), O(older_than) and O(other_endpoint) is required, so that a bare task never
     empties the outbox.
@@ -109,8 +125,10 @@ discarded:
       description: When it was queued, ISO 8601 in UTC.
       type: str
       sample: "2026-11-29T21:40:25+00:00"
-    attempts:
-      description: How many attempts to deliver it had failed.
+    failed_deliveries:
+      description:
+        - How many times delivering it had failed. Each delivery makes up to C(retries) + 1 HTTP requests (the
+          C(retries) of the task or callback that tried it), which the C(after N attempts) of a delivery error counts.
       type: int
       sample: 3
 busy:

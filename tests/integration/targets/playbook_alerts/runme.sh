@@ -402,7 +402,11 @@ ALPHA=$(sent_id 1)
 "$TS_PYTHON" -c "import sys; sys.exit(0 if $ELAPSED <= $PLAIN_ELAPSED + 3 + 2 + 4 else 1)" ||
     ts_fail "the run took ${ELAPSED}s, without the callback ${PLAIN_ELAPSED}s: more than flush_timeout added"
 echo "ok: ${ELAPSED}s with a hanging endpoint, ${PLAIN_ELAPSED}s without the callback"
-expect_like_plain "$PLAIN_OUT" 2 1
+expect_like_plain "$PLAIN_OUT" 2 2
+# Issue 20: after 2 s of waiting, one line says what the end of the run waits for (never more than one), then the summary.
+expect_count_in "$OUT" '^Temperstack: delivering 2 alerts \(up to 1 s more\)\.\.\.$' 1
+[[ "$(grep '^Temperstack: ' "$OUT" | tail -n 1)" == 'Temperstack: sent nothing; 2 queued for the next run' ]] ||
+    ts_fail "run $RUN: the summary is not the last line of the callback"
 expect_count_in "$OUT" '^Temperstack: sent nothing; 2 queued for the next run$' 1
 expect_count_in "$ERR" 'did not finish within flush_timeout \(3 s\)' 1
 expect_not_in "$OUT" "$KEY"
