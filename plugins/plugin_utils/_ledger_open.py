@@ -42,8 +42,7 @@ INSTALL_HINT = (
     "ledger_url needs the Python package psycopg (version 3) on the controller, or in the execution environment: "
     "pip install 'psycopg[binary]' (or psycopg, with the system's libpq)"
 )
-# A server found unreachable is not tried again by this process for this long: a loop of 100 items against a server
-# that does not answer would otherwise wait for the connect timeout 100 times.
+# A server found unreachable is not tried again by this process for this long (see postgres_ledger).
 UNREACHABLE_RETRY_SECONDS = 30.0
 # How long moving one alert's facts from the fallback file may hold its claims in both ledgers.
 MOVE_LEASE_SECONDS = 60.0
@@ -73,13 +72,18 @@ def open_ledger(
     return postgres_ledger(url, warn=warn, read_only=read_only)
 
 
-def postgres_ledger(url: str, warn: t.Callable[[str], None] | None = None, read_only: bool = False) -> Ledger:
+def postgres_ledger(
+    url: str, warn: t.Callable[[str], None] | None = None, read_only: bool = False,
+    retry_seconds: float = UNREACHABLE_RETRY_SECONDS,
+) -> Ledger:
+    """The PostgreSQL ledger at ``url``; a server this process found unreachable less than ``retry_seconds`` ago is
+    not tried again (a loop of 100 items would otherwise wait for the connect timeout 100 times)."""
     # Imported here: psycopg is needed only by those who set ledger_url.
     from ._ledger_postgres import PSYCOPG_IMPORT_ERROR, PostgresLedger  # pylint: disable=import-outside-toplevel
     if PSYCOPG_IMPORT_ERROR is not None:
         raise LedgerError(f'{INSTALL_HINT} ({PSYCOPG_IMPORT_ERROR})')
     failed = _UNREACHABLE.get((os.getpid(), url))
-    if failed is not None and time.monotonic() - failed[0] < UNREACHABLE_RETRY_SECONDS:
+    if failed is not None and time.monotonic() - failed[0] < retry_seconds:
         raise LedgerUnreachable(failed[1])
     try:
         return PostgresLedger(url, warn=warn, read_only=read_only)
@@ -94,10 +98,6 @@ _UNREACHABLE: dict[tuple[int, str], tuple[float, str]] = {}
 def note_unreachable(spec: str, exc: LedgerError) -> None:
     """Remember, for this process, that the server of ``spec`` could not be reached (see ``postgres_ledger``)."""
     _UNREACHABLE[(os.getpid(), spec)] = (time.monotonic(), str(exc))
-
-
-def forget_unreachable(spec: str) -> None:
-    _UNREACHABLE.pop((os.getpid(), spec), None)
 
 
 class LedgerWithFallback:
@@ -144,9 +144,12 @@ class LedgerWithFallback:
         # fallback file without them.
         self._shared_tokens: set[str] = set()
         self._cached_silences: list[Silence] | None = None
+        # Alerts of the fallback file that could not be moved in (a sender on this controller had them): moved by the
+        # first claim taken on them (see try_claim), or by the next reconnect.
+        self._left_behind: set[tuple[str, str]] = set()
         self.claims: set[Claim] = set()
         try:
-            self._shared = postgres_ledger(url, warn=warn, read_only=read_only)
+            self._shared = postgres_ledger(url, warn=warn, read_only=read_only, retry_seconds=retry_seconds)
         except LedgerUnreachable as exc:
             self._lose(exc)
         else:
@@ -162,12 +165,13 @@ class LedgerWithFallback:
     def reconnect(self, force: bool = False) -> bool:
         """Try the server again (at most once per retry interval unless ``force``); True if it is used now."""
         if self._shared is not None:
-            return True
+            if self._left_behind:
+                self._move_in()
+            return self._shared is not None
         if not force and time.monotonic() - self._lost_at < self._retry_seconds:
             return False
-        forget_unreachable(self.spec)
         try:
-            self._shared = postgres_ledger(self.spec, warn=self._warn, read_only=self._read_only)
+            self._shared = postgres_ledger(self.spec, warn=self._warn, read_only=self._read_only, retry_seconds=0)
         except LedgerUnreachable as exc:
             self._lost_at = time.monotonic()
             self.unreachable = str(exc)
@@ -232,8 +236,9 @@ class LedgerWithFallback:
             return
         try:
             self._apply_notes(self._shared, local)
-            for endpoint, alert_id in _alerts_in(local):
-                self._move_alert(self._shared, local, endpoint, alert_id)
+            self._left_behind = {
+                alert for alert in _alerts_in(local) if not self._move_alert(self._shared, local, *alert)
+            }
         except LedgerUnreachable as exc:
             self._lose(exc)
         except LedgerError as exc:
@@ -243,23 +248,23 @@ class LedgerWithFallback:
     @staticmethod
     def _apply_notes(shared: Ledger, local: SqliteLedger) -> None:
         for name, value in local.notes():
-            kind, _sep, rest = name.partition('\t')
-            if kind + '\t' == _DROP_HOLD:
+            if name.startswith(_DROP_HOLD):
                 endpoint, alert_id = value.split('\t', 1)
-                shared.settle(endpoint, alert_id, rest, None)
-            elif kind + '\t' == _RELEASE_HOLDS:
-                shared.release_holds(rest)
+                shared.settle(endpoint, alert_id, name[len(_DROP_HOLD):].split('\t', 1)[0], None)
+            elif name.startswith(_RELEASE_HOLDS):
+                shared.release_holds(value)
             local.drop_note(name)
 
     @staticmethod
-    def _move_alert(shared: Ledger, local: SqliteLedger, endpoint: str, alert_id: str) -> None:
+    def _move_alert(shared: Ledger, local: SqliteLedger, endpoint: str, alert_id: str) -> bool:
+        """Move one alert's facts, under its claim in both ledgers; False if either is held by a sender."""
         local_claim = local.try_claim(endpoint, alert_id, MOVE_LEASE_SECONDS)
         if local_claim is None:
-            return  # a sender on this controller has it: moved by a later pass
+            return False
         try:
             shared_claim = shared.try_claim(endpoint, alert_id, MOVE_LEASE_SECONDS)
             if shared_claim is None:
-                return
+                return False
             try:
                 sent = local.acknowledged(endpoint, alert_id)
                 if sent is not None:
@@ -276,6 +281,7 @@ class LedgerWithFallback:
                 shared.release(shared_claim)
         finally:
             local.release(local_claim)
+        return True
 
     def _cache_silences(self, silences: list[Silence]) -> None:
         """Keep the last silences read from the shared ledger in the fallback file, for an outage to honour."""
@@ -313,6 +319,15 @@ class LedgerWithFallback:
             yield claim
 
     def try_claim(self, endpoint: str, alert_id: str, lease: float) -> Claim | None:
+        if (endpoint, alert_id) in self._left_behind and self._shared is not None:
+            # What a sender on this controller is sending from the fallback file comes first: this claim waits for it,
+            # then its facts move in, so that a decision made under the claim knows them.
+            try:
+                if not self._move_alert(self._shared, t.cast(SqliteLedger, self.local()), endpoint, alert_id):
+                    return None
+                self._left_behind.discard((endpoint, alert_id))
+            except LedgerUnreachable as exc:
+                self._lose(exc)
         answered, claim = self._call_on('try_claim', endpoint, alert_id, lease)
         if claim is not None:
             if answered is self._shared:
@@ -364,9 +379,8 @@ class LedgerWithFallback:
 
     def release_holds(self, token: str) -> int:
         released = self._both('release_holds', token)
-        local = self.local(create=False)
-        if self._shared is None and local is not None and not self._read_only:
-            local.note(f'{_RELEASE_HOLDS}{token}', token)
+        if self._shared is None and not self._read_only:
+            t.cast(SqliteLedger, self.local()).note(f'{_RELEASE_HOLDS}{token}', token)
         return released
 
     def release_stale_holds(self) -> int:

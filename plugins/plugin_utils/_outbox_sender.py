@@ -59,7 +59,7 @@ SLOW_FLUSH_SECONDS = 2.0
 _PASSED_ENVIRONMENT = (
     'PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LANGUAGE', 'TZ', 'TMPDIR', 'SYSTEMROOT',
     'http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY',
-    'SSL_CERT_FILE', 'SSL_CERT_DIR',
+    'SSL_CERT_FILE', 'SSL_CERT_DIR', '_TEMPERSTACK_TEST_HOLD_LEASE_SECONDS',
 )
 # Run with -I (no working directory, script directory, user site-packages or PYTHON* variables on the path):
 # a json.py or selectors.py beside the playbook must never be imported into the process that holds the key.

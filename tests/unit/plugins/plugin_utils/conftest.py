@@ -22,6 +22,7 @@ import pytest
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
+from ansible_collections.temperstack.alerting.tests.unit.tcp_proxy import TcpProxy
 
 try:
     # Imported here, by the worker, and not by each test: ansible-test runs every test in a fork of the worker, and a
@@ -388,3 +389,11 @@ def ledger_backend(request) -> LedgerBackend:
 def other_backend(request, ledger_backend: LedgerBackend) -> LedgerBackend:
     """The other backend, empty, for what goes from one to the other."""
     return request.getfixturevalue('postgresql_backend' if ledger_backend.name == 'sqlite' else 'sqlite_backend')
+
+
+@pytest.fixture
+def pg_relay(postgresql_backend: PostgresBackend) -> t.Iterator[tuple[TcpProxy, str]]:
+    """The test's PostgreSQL ledger through a relay the test can take down (``proxy.down()``) and bring back (``up()``)."""
+    proxy, url = TcpProxy.for_url(postgresql_backend.spec)
+    yield proxy, url
+    proxy.close()
