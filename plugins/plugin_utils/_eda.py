@@ -173,8 +173,11 @@ def _hosts_of_open_alarm(url: str | None, path: str | None, endpoint_key: str, a
     All of the filter's ledger access is here: the ledger is opened as the alert module opens it, read only.
     """
     try:
-        # pylint: disable-next=import-outside-toplevel
-        from ._ledger import LedgerError, check_ledger_url, ledger_spec, open_ledger
+        # pylint: disable=import-outside-toplevel
+        from ._ledger import LedgerError
+        from ._ledger_open import open_ledger
+        from ._ledger_spec import check_ledger_url, ledger_spec
+        # pylint: enable=import-outside-toplevel
     except ImportError as exc:
         warn(
             f'{NAME}: cannot read the ledger in this Python ({exc}); install ansible-core in the '

@@ -170,10 +170,11 @@ def _number(args: t.Mapping[str, t.Any], name: str, default: float, kind: type, 
 
 def _secret(args: t.Mapping[str, t.Any], name: str) -> bytes | None:
     value = args.get(name)
-    if value is None:
+    if value is None or value == '':
+        # Empty is unset (a rulebook variable that the activation left empty): no authentication from it.
         return None
-    if not isinstance(value, str) or not value:
-        raise ValueError(f'{NAME}: {name} must be a non-empty string')
+    if not isinstance(value, str):
+        raise ValueError(f'{NAME}: {name} must be a string')
     return value.encode('utf-8')
 
 
