@@ -65,7 +65,7 @@ def examples(root: str, guide: str) -> list[Example]:
         while i < len(lines) and lines[i].strip() != '```':
             body.append(lines[i][indent:] if lines[i][:indent].strip() == '' else lines[i])
             i += 1
-        before = [line for line in lines[:start]]
+        before = lines[:start]
         skip = ''
         if before and SKIP.match(before[-1]):
             skip = SKIP.match(before[-1]).group('reason')
