@@ -1,14 +1,10 @@
 # Copyright (c) Temperstack alerting collection contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What the day2 target needs to see and set up outside Ansible (run by runme.sh).
+"""What the day2 target needs to see and set up outside Ansible (run by runme.sh), beside the helpers every target
+shares (../setup_temperstack_stand_in/ts_helpers.py: the requests the stand-in received, the test server's databases).
 
 The stand-in (standard library only):
-    day2.py since STAND_IN_URL FROM NAME=KEY...
-                                           one line per webhook request after the first FROM:
-                                           "CODE STATUS ALERT_ID KEY_NAME" (CODE: the HTTP status answered, or HANG
-                                           or DROP; KEY_NAME: the NAME of the request's key, "unknown" for any other
-                                           key), so that no key is ever printed
     day2.py payloads STAND_IN_URL FILE     write to FILE, as JSON, {"acked": {ALERT_ID: PAYLOAD}, "stated": {...}}:
                                            each alert's payload in its last acknowledged request, and in its last
                                            request whatever the answer
@@ -19,17 +15,12 @@ The ledger, on either backend (SPEC: a SQLite file's path, or a postgresql:// UR
                                            without the schema temperstack), to compare before and after a
                                            read-only run
 
-The PostgreSQL test server (psycopg; the URLs come from TEMPERSTACK_TEST_PG_*, see tools/pg_server.sh):
-    day2.py url DB                         the owner role's URL for database DB
-    day2.py create-db DB...                new, empty databases owned by the owner role
-    day2.py drop-dbs DB...                 drop these databases (those that exist)
-
 The documentation:
     day2.py example PLAYBOOK               write the decommissioning example of the EXAMPLES of
                                            plugins/modules/alert_info.py, exactly as documented, as the tasks of
                                            a play on localhost; print the host it decommissions
 
-Nothing here prints a key or a password: URLs are printed only by `url`, whose output runme.sh keeps in variables.
+Nothing here prints a key or a password.
 """
 
 from __future__ import annotations
@@ -42,52 +33,19 @@ import sqlite3
 import sys
 import typing as t
 import urllib.parse
-import urllib.request
 
-SCHEMA = 'temperstack'
-OWNER_ROLE = 'temperstack'
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 'setup_temperstack_stand_in'))
+# pylint: disable-next=wrong-import-position
+from ts_helpers import SCHEMA, collection_root, connect_url, run, stand_in_records
+
 # How the decommissioning example of alert_info's EXAMPLES begins: the task that finds the host's open alerts.
 EXAMPLE_MODULE = 'temperstack.alerting.alert_info'
-
-
-def stand_in_records(base: str) -> list[dict[str, t.Any]]:
-    with urllib.request.urlopen(base.rstrip('/') + '/_stand_in/requests', timeout=10) as response:
-        return json.loads(response.read().decode('utf-8'))
-
-
-def collection_root() -> str:
-    """The temperstack.alerting that ansible-playbook loads (the first on ANSIBLE_COLLECTIONS_PATH)."""
-    for entry in os.environ.get('ANSIBLE_COLLECTIONS_PATH', '').split(os.pathsep):
-        root = os.path.join(entry, 'ansible_collections', 'temperstack', 'alerting')
-        if entry and os.path.isfile(os.path.join(root, 'plugins', 'modules', 'alert_info.py')):
-            return root
-    raise SystemExit('cannot find temperstack.alerting on ANSIBLE_COLLECTIONS_PATH')
-
-
-def pg_url(db: str, role_variable: str = 'TEMPERSTACK_TEST_PG_URL') -> str:
-    base = os.environ.get(role_variable)
-    if not base:
-        raise SystemExit(f'{role_variable} is not set: runme.sh sources tests/pg_server.env first')
-    head, _sep, _db = base.rpartition('/')
-    return f'{head}/{identifier(db)}'
-
-
-def identifier(name: str) -> str:
-    if not name.replace('_', '').isalnum() or not name[0].isalpha() or name != name.lower():
-        raise SystemExit(f'not a plain database name: {name!r}')
-    return name
-
-
-def pg_connect(url: str) -> t.Any:
-    import psycopg  # pylint: disable=import-outside-toplevel
-
-    return psycopg.connect(url, autocommit=True, connect_timeout=10)
 
 
 def dump(spec: str) -> list[str]:
     """Every row of every table, sorted, with each table's name in front."""
     if spec.startswith(('postgresql:', 'postgres:')):
-        with pg_connect(spec) as conn:
+        with connect_url(spec, 'the ledger\'s') as conn:
             tables = [row[0] for row in conn.execute(
                 'SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1', (SCHEMA,)
             ).fetchall()]
@@ -172,47 +130,32 @@ def decommission_example() -> tuple[str, str]:
     return playbook, str(args['host'])
 
 
-def main(argv: list[str]) -> int:
-    command, args = argv[1], argv[2:]
-    if command == 'since':
-        names = {key: name for name, _sep, key in (item.partition('=') for item in args[2:])}
-        for record in stand_in_records(args[0])[int(args[1]):]:
-            code = record['response_status'] if record['outcome'] == 'response' else record['outcome'].upper()
-            payload = record['json'] if isinstance(record['json'], dict) else {}
-            print(f"{code} {payload.get('status', '-')} {payload.get('alert_id', '-')} {names.get(record['key'], 'unknown')}")
-    elif command == 'payloads':
-        acked: dict[str, t.Any] = {}
-        stated: dict[str, t.Any] = {}
-        for record in stand_in_records(args[0]):
-            payload = record['json'] if isinstance(record['json'], dict) else {}
-            if 'alert_id' in payload:
-                stated[payload['alert_id']] = payload
-                if record['delivered']:
-                    acked[payload['alert_id']] = payload
-        with open(args[1], 'w', encoding='utf-8') as handle:
-            json.dump({'acked': acked, 'stated': stated}, handle)
-    elif command == 'dump':
-        print('\n'.join(dump(args[0])))
-    elif command == 'url':
-        print(pg_url(args[0]))
-    elif command == 'create-db':
-        with pg_connect(pg_url('postgres', 'TEMPERSTACK_TEST_PG_ADMIN_URL')) as conn:
-            for db in args:
-                conn.execute(f'CREATE DATABASE {identifier(db)} OWNER {OWNER_ROLE}')
-    elif command == 'drop-dbs':
-        with pg_connect(pg_url('postgres', 'TEMPERSTACK_TEST_PG_ADMIN_URL')) as conn:
-            for db in args:
-                conn.execute(f'DROP DATABASE IF EXISTS {identifier(db)} WITH (FORCE)')
-    elif command == 'example':
-        playbook, host = decommission_example()
-        with open(args[0], 'w', encoding='utf-8') as handle:
-            handle.write(playbook)
-        print(host)
-    else:
-        print(f'unknown command {command!r}', file=sys.stderr)
-        return 2
-    return 0
+def payloads(args: list[str]) -> None:
+    acked: dict[str, t.Any] = {}
+    stated: dict[str, t.Any] = {}
+    for record in stand_in_records(args[0]):
+        payload = record['json'] if isinstance(record['json'], dict) else {}
+        if 'alert_id' in payload:
+            stated[payload['alert_id']] = payload
+            if record['delivered']:
+                acked[payload['alert_id']] = payload
+    with open(args[1], 'w', encoding='utf-8') as handle:
+        json.dump({'acked': acked, 'stated': stated}, handle)
+
+
+def example(args: list[str]) -> None:
+    playbook, host = decommission_example()
+    with open(args[0], 'w', encoding='utf-8') as handle:
+        handle.write(playbook)
+    print(host)
+
+
+COMMANDS = {
+    'payloads': payloads,
+    'dump': lambda args: print('\n'.join(dump(args[0]))),
+    'example': example,
+}
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv))
+    sys.exit(run(COMMANDS, sys.argv))

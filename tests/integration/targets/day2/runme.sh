@@ -22,6 +22,8 @@ set -eu -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 # shellcheck source=../setup_temperstack_stand_in/stand_in.sh
 source ../setup_temperstack_stand_in/stand_in.sh
+# shellcheck source=../setup_temperstack_stand_in/jobs.sh
+source ../setup_temperstack_stand_in/jobs.sh
 
 # The backends share nothing, so each runs in a process of its own (its own stand-in, work directory and jobs), at
 # the same time: a job is mostly one busy process, and two of them at once take little longer than one on two
@@ -63,76 +65,23 @@ ts_init "$KEY,$OLD_KEY"
 started=$SECONDS
 HERE=$PWD
 DAY2=("$TS_PYTHON" "$HERE/day2.py")
-CALLBACK=temperstack.alerting.playbook_alerts
 WEBHOOK_URL="$TS_URL/api/integration/webhook/$KEY"
 OLD_WEBHOOK_URL="$TS_URL/api/integration/webhook/$OLD_KEY"
 ID='[0-9a-f]{12}'
 # Answers of a Temperstack that is down, for every request of a job (more than any job makes).
 DOWN='{"status": 503, "repeat": 100}'
 
-"$TS_PYTHON" -c 'import psycopg' 2>/dev/null \
-    || ts_fail "psycopg is not installed for $TS_PYTHON: it is in requirements-test.txt (make venv installs it)"
-
-# Nothing from the caller may configure a job: its TEMPERSTACK_* settings, libpq's PG* variables. The test
-# server's URLs stay, for day2.py; jobs never get them.
-for name in $(compgen -e); do
-    case $name in
-        TEMPERSTACK_TEST_PG_*) ;;
-        TEMPERSTACK_*|PG*) unset "$name" ;;
-    esac
-done
-PG_VARIABLES=()
-for name in $(compgen -e); do
-    if [[ $name == TEMPERSTACK_TEST_PG_* ]]; then
-        PG_VARIABLES+=(-u "$name")
-    fi
-done
-
-DATABASES=()
-on_exit() {
-    local status=$?
-    set +e
-    if [[ $status -eq 0 && ${#DATABASES[@]} -gt 0 ]]; then
-        "${DAY2[@]}" drop-dbs "${DATABASES[@]}"
-    fi
-    (exit "$status")
-    ts_cleanup
-    exit "$status"
-}
-trap on_exit EXIT
-
-# The keys and the database's password, hidden from what this script prints.
-SECRETS=("$KEY" "$OLD_KEY")
-redact() {
-    local secret
-    local -a script=()
-    for secret in "${SECRETS[@]}"; do
-        script+=(-e "s/$secret/<secret>/g")  # letters, digits, - and _ only: nothing sed reads as a pattern
-    done
-    sed "${script[@]}"
-}
-
-# fail MESSAGE: the stand-in's timeline (the ground truth of what was sent) and the last job's output, then fail.
-fail() {
-    {
-        echo "--- the stand-in's timeline:"
-        "$TS_PYTHON" "$TS_STAND_IN" timeline --url "$TS_URL" || true
-        if [[ -n "${OUT:-}" && -f "$OUT" ]]; then
-            echo "--- $OUT (last 60 lines):"
-            tail -n 60 "$OUT"
-            echo "--- $ERR (last 30 lines):"
-            tail -n 30 "$ERR"
-        fi
-    } 2>&1 | redact >&2
-    ts_fail "$(redact <<<"[$BACKEND] $*")"
-}
+# psycopg, an environment that configures no job, and the databases dropped at the end (jobs.sh). The keys are
+# told apart by name: SENT_KEYS says new, old or unknown for each request.
+jobs_init "new=$KEY" "old=$OLD_KEY"
 
 # new_ledger NUMBER: the scenario's own, empty ledger on the backend under test. Sets LEDGER (a path or a URL),
 # LEDGER_SHOWN (as the modules show it: the URL with its password masked), LEDGER_ENV (how jobs get it from the
 # environment) and VARS, a vars file with the connection and the ledger as options (day2_webhook_url,
 # day2_old_webhook_url, day2_ledger_path or day2_ledger_url, day2_ledger_shown), outside every job's directory.
 new_ledger() {
-    local ledger_var
+    local ledger_var password
+    # shellcheck disable=SC2034  # read by after_job (jobs.sh)
     SEEN=0  # the stand-in's requests the scenario has seen: ts_scenario has just made it forget the others
     case $BACKEND in
         sqlite)
@@ -141,12 +90,10 @@ new_ledger() {
             LEDGER_ENV=(TEMPERSTACK_LEDGER_PATH="$LEDGER")
             ledger_var=day2_ledger_path ;;
         postgresql)
-            LEDGER=$("${DAY2[@]}" url "${PG_DATABASES[$1]}")
-            local password=${LEDGER#postgresql://temperstack:}
-            password=${password%%@*}
-            [[ -n "$password" && "$password" != "$LEDGER" ]] || fail "cannot find the password in the owner's URL"
+            LEDGER=$(ts_helper url "${PG_DATABASES[$1]}")
+            password=$(url_password "$LEDGER" temperstack)
             SECRETS+=("$password")
-            LEDGER_SHOWN="postgresql://temperstack:********@${LEDGER#*@}"
+            LEDGER_SHOWN=$(masked_url "$LEDGER")
             LEDGER_ENV=(TEMPERSTACK_LEDGER_URL="$LEDGER")
             ledger_var=day2_ledger_url ;;
     esac
@@ -159,154 +106,22 @@ with open(sys.argv[1], "w", encoding="utf-8") as handle:
     echo "ledger: $LEDGER_SHOWN"
 }
 
-elapsed_since() {  # MICROSECONDS: seconds since then, two decimals
-    local now=${EPOCHREALTIME/./}
-    printf '%d.%02d' $(((now - $1) / 1000000)) $((((now - $1) / 10000) % 100))
-}
-
-# job MODE EXPECTED_RC PLAYBOOK [ARGS...]: one ansible-playbook run, with a new empty HOME and its own work directory
-# ($JOB_DIR) as the working directory. PLAYBOOK is in this directory, or an absolute path.
-#   MODE module:   no callback
-#        callback: the callback enabled by ANSIBLE_CALLBACKS_ENABLED
-#   WEBHOOK=old    the old key in TEMPERSTACK_WEBHOOK_URL (the new one otherwise)
+# What `job` (jobs.sh) gives a job of this target, beside a new empty HOME, its own work directory and the callback
+# (MODE callback) or not (MODE module):
+#   WEBHOOK=old    the old key in TEMPERSTACK_WEBHOOK_URL (the new one otherwise), and the ledger in
+#                  TEMPERSTACK_LEDGER_PATH or TEMPERSTACK_LEDGER_URL
 #   OPTIONS=1      neither the webhook nor the ledger in the environment: the playbook gets them as options, from
 #                  $VARS (-e @$VARS)
-#   SCRIPT=JSON    the stand-in's scripted answers during the job (forgotten after it)
-#   WARNINGS=1     the job may print warnings (otherwise a warning fails the test)
-# Sets JOB_DIR, OUT, ERR, RC, ELAPSED, SENT (what reached the stand-in during the job) and SENT_KEYS (which key
-# each request used: new, old or unknown), and counts those requests in SEEN.
-JOB=0
-JOBS_MICROSECONDS=0  # the time spent in ansible-playbook, for the summary
-job() {
-    local mode=$1 expected=$2 playbook=$3 t0 since
-    shift 3
-    [[ $playbook == /* ]] || playbook="$HERE/$playbook"
-    JOB=$((JOB + 1))
-    JOB_DIR="$SCENARIO_DIR/job-$JOB"
-    local home="$JOB_DIR/home"
-    mkdir -p "$JOB_DIR"
-    mkdir -m 0700 "$home"
-    OUT="$JOB_DIR/stdout"
-    ERR="$JOB_DIR/stderr"
-    local enabled=${ANSIBLE_CALLBACKS_ENABLED:-}  # ansible-test's own callbacks (junit) stay enabled
-    local -a envs=(HOME="$home" ANSIBLE_LOCAL_TEMP="$home/.ansible/tmp" ANSIBLE_REMOTE_TEMP="$home/.ansible/tmp"
-        ANSIBLE_LOG_PATH="$JOB_DIR/ansible.log" TEMPERSTACK_TIMEOUT=5 TEMPERSTACK_RETRIES=0 TEMPERSTACK_FLUSH_TIMEOUT=15)
-    local -a args=()
-    case $mode in
-        module) envs+=(${enabled:+ANSIBLE_CALLBACKS_ENABLED="$enabled"}) ;;
-        callback) envs+=(ANSIBLE_CALLBACKS_ENABLED="${enabled:+$enabled,}$CALLBACK") ;;
-        *) fail "unknown mode $mode" ;;
-    esac
+# After every job, expect_sent and the other checks of jobs.sh look at what it sent and printed.
+job_options() {
     if [[ -n "${OPTIONS:-}" ]]; then
+        # shellcheck disable=SC2034  # job's local array (jobs.sh), which it passes to ansible-playbook
         args=(-e "@$VARS")
+    elif [[ "${WEBHOOK:-new}" == old ]]; then
+        envs+=("${LEDGER_ENV[@]}" TEMPERSTACK_WEBHOOK_URL="$OLD_WEBHOOK_URL")
     else
-        envs+=("${LEDGER_ENV[@]}")
-        if [[ "${WEBHOOK:-new}" == old ]]; then
-            envs+=(TEMPERSTACK_WEBHOOK_URL="$OLD_WEBHOOK_URL")
-        else
-            envs+=(TEMPERSTACK_WEBHOOK_URL="$WEBHOOK_URL")
-        fi
+        envs+=("${LEDGER_ENV[@]}" TEMPERSTACK_WEBHOOK_URL="$WEBHOOK_URL")
     fi
-    if [[ -n "${SCRIPT:-}" ]]; then
-        ts_script "$SCRIPT"
-    fi
-    t0=${EPOCHREALTIME/./}
-    set +e
-    (cd "$JOB_DIR" && env -u TEMPERSTACK_LEDGER_PATH -u TEMPERSTACK_LEDGER_URL -u TEMPERSTACK_WEBHOOK_URL \
-        -u ANSIBLE_CALLBACKS_ENABLED "${PG_VARIABLES[@]}" "${envs[@]}" \
-        ansible-playbook -i "$HERE/inventory.ini" "$playbook" "${args[@]}" "$@" </dev/null >"$OUT" 2>"$ERR")
-    RC=$?
-    set -e
-    ELAPSED=$(elapsed_since "$t0")
-    JOBS_MICROSECONDS=$((JOBS_MICROSECONDS + ${EPOCHREALTIME/./} - t0))
-    if [[ -n "${SCRIPT:-}" ]]; then
-        ts_script '[]'
-    fi
-    since=$("${DAY2[@]}" since "$TS_URL" "$SEEN" "new=$KEY" "old=$OLD_KEY")
-    SENT=$(cut -d ' ' -f 1-3 <<<"$since")
-    SENT_KEYS=$(cut -d ' ' -f 4 <<<"$since")
-    if [[ -n "$since" ]]; then
-        SEEN=$((SEEN + $(wc -l <<<"$since")))
-    fi
-    echo "job $JOB ($mode: $(basename "$playbook") $*) -> rc $RC in ${ELAPSED}s; sent: ${SENT:-nothing}" | tr '\n' ' ' | redact
-    echo
-    [[ "$RC" == "$expected" ]] || fail "job $JOB: exit code $RC, expected $expected"
-    if grep -Eq 'Traceback|Callback dispatch|ERROR!' "$OUT" "$ERR"; then
-        fail "job $JOB printed a traceback or an error"
-    fi
-    if [[ -z "${WARNINGS:-}" ]] && grep -Eq '\[(WARNING|DEPRECATION WARNING)\]' "$OUT" "$ERR"; then
-        fail "job $JOB printed a warning"
-    fi
-}
-
-# expect_sent [REGEX...]: the last job's requests, one regular expression per request, in order.
-expect_sent() {
-    local -a lines=()
-    if [[ -n "$SENT" ]]; then
-        mapfile -t lines <<<"$SENT"
-    fi
-    ((${#lines[@]} == $#)) || fail "job $JOB: expected $# request(s) at the stand-in, got ${#lines[@]}: ${SENT:-nothing}"
-    local i=0 pattern
-    for pattern in "$@"; do
-        [[ "${lines[$i]}" =~ ^$pattern$ ]] || fail "job $JOB: request $((i + 1)) is '${lines[$i]}', expected /$pattern/"
-        i=$((i + 1))
-    done
-    echo "ok: job $JOB sent $# request(s) as expected"
-}
-
-# expect_sent_like REGEX[+]...: as expect_sent, where REGEX+ stands for one or more requests that each match REGEX
-# (a Temperstack that is down gets a delivery tried once or more, as the callback's delivery process sees fit).
-expect_sent_like() {
-    local pattern='' part
-    for part in "$@"; do
-        if [[ $part == *+ ]]; then
-            part=${part%+}
-            part="$part("$'\n'"$part)*"
-        fi
-        pattern+=${pattern:+$'\n'}$part
-    done
-    [[ "$SENT" =~ ^$pattern$ ]] || fail "job $JOB sent: ${SENT:-nothing}; expected: $*"
-    echo "ok: job $JOB sent what was expected: $*"
-}
-
-# sent_id REGEX: the alert id of the last job's first request whose alert id matches REGEX.
-sent_id() {
-    local line
-    while IFS= read -r line; do
-        if [[ "${line##* }" =~ ^$1$ ]]; then
-            echo "${line##* }"
-            return
-        fi
-    done <<<"$SENT"
-}
-
-expect_keys() {  # NAME: every request of the last job used that key (new or old)
-    local unexpected
-    unexpected=$(grep -vx "$1" <<<"$SENT_KEYS" || true)
-    [[ -z "$unexpected" ]] || fail "job $JOB: requests used other keys than the $1 one: $(paste -sd ' ' <<<"$SENT_KEYS")"
-    echo "ok: every request of job $JOB used the $1 key"
-}
-
-expect_line() {  # FILE LINE: the file has this whole line
-    grep -Fxq -- "$2" "$1" || fail "$(basename "$1") of job $JOB has no line: $2"
-    echo "ok: $(basename "$1") of job $JOB says: $2"
-}
-
-expect_recap() {  # HOST CHANGED: the last job's recap of HOST counts CHANGED changes
-    grep -Eq "^$1 +: ok=[0-9]+ +changed=$2 " "$OUT" || fail "job $JOB: the recap of $1 does not count $2 change(s)"
-    echo "ok: job $JOB changed $2 thing(s) on $1"
-}
-
-# expect_secrets_absent: no key and no password is in any output of the last job, or any file under its work
-# directory, HOME included (or their URL encodings); and it ran at -vvvv, which shows all it can.
-expect_secrets_absent() {
-    local secret found
-    grep -qx 'verbosity: 4' "$OUT" || fail "job $JOB did not run at -vvvv"
-    for secret in "${SECRETS[@]}"; do
-        found=$(ts_ctl find-text "$secret" "$JOB_DIR")
-        [[ -z "$found" ]] || fail "job $JOB: a key or a password appears in: $found"
-    done
-    echo "ok: no key or password in job $JOB's -vvvv output and files ($(find "$JOB_DIR" -type f | wc -l) files)"
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -320,8 +135,8 @@ scenario_1_alert_info() {
         "503 Alarm ansible-[a-z0-9-]+-migrate-database-$ID+"
     [[ "$(grep -F ' day2-disk-' <<<"$SENT" | sort | paste -sd ' ')" == '200 Alarm day2-disk-web03 200 Alarm day2-disk-web04' ]] \
         || fail "job $JOB did not raise both disks"
-    deploy=$(sent_id "ansible-[a-z0-9-]+-deploy-web-tier-$ID")
-    migrate=$(sent_id "ansible-[a-z0-9-]+-migrate-database-$ID")
+    deploy=$(sent_id_like "ansible-[a-z0-9-]+-deploy-web-tier-$ID")
+    migrate=$(sent_id_like "ansible-[a-z0-9-]+-migrate-database-$ID")
     expect_line "$OUT" 'Temperstack: sent 1 Alarm; 1 queued for the next run'
     expect_keys new
     local timeline=$SENT
@@ -358,7 +173,7 @@ scenario_2_decommission() {
     job callback 2 decommission_setup.yml
     expect_sent_like "200 Alarm day2-dc-disk-web0[34]" "200 Alarm day2-dc-disk-web0[34]" "200 OK day2-dc-ntp-web03" \
         "200 Alarm day2-dc-cert" "200 Alarm ansible-[a-z0-9-]+-deploy-web-tier-$ID" "200 Alarm ansible-[a-z0-9-]+-migrate-database-$ID"
-    deploy=$(sent_id "ansible-[a-z0-9-]+-deploy-web-tier-$ID")
+    deploy=$(sent_id_like "ansible-[a-z0-9-]+-deploy-web-tier-$ID")
 
     # The example, as the documentation has it: the Alarms of web03 get their OKs (in alert id order, as
     # alert_info lists them); web03's OK, and web04's Alarms, are left alone.
@@ -420,7 +235,7 @@ scenario_5_rotation() {
     SCRIPT="[{\"status\": 200}, $DOWN]" WEBHOOK=old WARNINGS=1 job callback 2 rotation.yml -e phase=raise
     expect_sent_like "200 Alarm day2-rot-app" "503 Alarm ansible-rotation-yml-deploy-web-tier-$ID+"
     expect_keys old
-    deploy=$(sent_id "ansible-rotation-yml-deploy-web-tier-$ID")
+    deploy=$(sent_id_like "ansible-rotation-yml-deploy-web-tier-$ID")
 
     OPTIONS=1 job module 0 rotation.yml -vvvv -e phase=move
     expect_sent
@@ -444,7 +259,7 @@ for BACKEND in "${BACKENDS[@]}"; do
         # A new database for each scenario, made at once.
         suffix=$(ts_random_hex | cut -c1-8)
         PG_DATABASES=('' "day2_1_$suffix" "day2_2_$suffix" "day2_3_$suffix" "day2_4_$suffix" "day2_5_$suffix")
-        "${DAY2[@]}" create-db "${PG_DATABASES[@]:1}"
+        ts_helper create-db "${PG_DATABASES[@]:1}"
         DATABASES+=("${PG_DATABASES[@]:1}")
     elif [[ $BACKEND != sqlite ]]; then
         ts_fail "unknown backend $BACKEND (TS_BACKENDS takes sqlite and postgresql)"

@@ -1,15 +1,11 @@
 # Copyright (c) Temperstack alerting collection contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What the fleet_ledger target needs to see and set up outside Ansible (run by runme.sh).
-
-The stand-in (standard library only):
-    fleet.py sent STAND_IN_URL FROM        one line per webhook request after the first FROM: "CODE STATUS ALERT_ID"
-                                           (CODE is the HTTP status answered, or HANG / DROP)
+"""What the fleet_ledger target needs to see and set up outside Ansible (run by runme.sh), beside the helpers every
+target shares (../setup_temperstack_stand_in/ts_helpers.py: the requests the stand-in received, the test server's
+databases).
 
 The PostgreSQL test server (psycopg; the URLs come from TEMPERSTACK_TEST_PG_*, see tools/pg_server.sh):
-    fleet.py create-db DB                  a new, empty database DB owned by the owner role (temperstack)
-    fleet.py drop-dbs DB...                drop these databases (those that exist)
     fleet.py install-schema DB             what docs/fleet.md has a DBA run ahead of time: as the owner, the
                                            collection's SCHEMA_SQL; as a superuser, the privileges the guide lists
                                            for a job role (temperstack_job), read from the guide itself
@@ -44,62 +40,15 @@ import sys
 import time
 import typing as t
 import urllib.parse
-import urllib.request
 
-ROLES = {
-    'owner': 'TEMPERSTACK_TEST_PG_URL',
-    'job': 'TEMPERSTACK_TEST_PG_JOB_URL',
-    'admin': 'TEMPERSTACK_TEST_PG_ADMIN_URL',
-}
-JOB_ROLE = 'temperstack_job'
-OWNER_ROLE = 'temperstack'
-SCHEMA = 'temperstack'
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 'setup_temperstack_stand_in'))
+# pylint: disable-next=wrong-import-position
+from ts_helpers import JOB_ROLE, OWNER_ROLE, SCHEMA, collection_root, connect, identifier, run
+
 # Where docs/fleet.md lists what a job role needs, and the names its SQL uses for what the test server calls otherwise.
 PRIVILEGES_HEADING = '### The least privileges a job role needs'
 GUIDE_OWNER_ROLE = 'temperstack_owner'
 GUIDE_DATABASE = 'temperstack'
-
-
-def stand_in_records(base: str) -> list[dict[str, t.Any]]:
-    with urllib.request.urlopen(base.rstrip('/') + '/_stand_in/requests', timeout=10) as response:
-        return json.loads(response.read().decode('utf-8'))
-
-
-def url(role: str, db: str) -> str:
-    """The test server's URL for ``role``, with database ``db`` (pg_server.sh's URLs end in /temperstack)."""
-    base = os.environ.get(ROLES[role])
-    if not base:
-        raise SystemExit(f'{ROLES[role]} is not set: runme.sh sources tests/pg_server.env first')
-    head, _sep, _db = base.rpartition('/')
-    return f'{head}/{db}'
-
-
-def connect(role: str, db: str) -> t.Any:
-    import psycopg  # pylint: disable=import-outside-toplevel
-
-    try:
-        return psycopg.connect(url(role, db), autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        # libpq names host and port, never the password.
-        raise SystemExit(
-            f'cannot connect to the PostgreSQL test server of tests/pg_server.env as its {role} role (is it running? '
-            f'tools/pg_server.sh status DIR): {" ".join(str(exc).split())}'
-        ) from None
-
-
-def identifier(name: str) -> str:
-    if not name.replace('_', '').isalnum() or not name[0].isalpha() or name != name.lower():
-        raise SystemExit(f'not a plain database name: {name!r}')
-    return name
-
-
-def collection_root() -> str:
-    """The temperstack.alerting that ansible-playbook loads (the first on ANSIBLE_COLLECTIONS_PATH)."""
-    for entry in os.environ.get('ANSIBLE_COLLECTIONS_PATH', '').split(os.pathsep):
-        root = os.path.join(entry, 'ansible_collections', 'temperstack', 'alerting')
-        if entry and os.path.isfile(os.path.join(root, 'galaxy.yml')):
-            return root
-    raise SystemExit('cannot find temperstack.alerting on ANSIBLE_COLLECTIONS_PATH')
 
 
 def schema_sql() -> str:
@@ -154,73 +103,75 @@ def dump_rows(alerts: t.Iterable[t.Sequence[str]], outbox: t.Iterable[t.Sequence
         print(f'meta {name} {value}')
 
 
-def main(argv: list[str]) -> int:
-    command, args = argv[1], argv[2:]
-    if command == 'sent':
-        for record in stand_in_records(args[0])[int(args[1]):]:
-            code = record['response_status'] if record['outcome'] == 'response' else record['outcome'].upper()
-            payload = record['json'] or {}
-            print(f"{code} {payload.get('status', '-')} {payload.get('alert_id', '-')}")
-    elif command == 'create-db':
-        with connect('admin', 'postgres') as conn:
-            conn.execute(f'CREATE DATABASE {identifier(args[0])} OWNER {OWNER_ROLE}')
-    elif command == 'drop-dbs':
-        with connect('admin', 'postgres') as conn:
-            for db in args:
-                conn.execute(f'DROP DATABASE IF EXISTS {identifier(db)} WITH (FORCE)')
-    elif command == 'install-schema':
-        db = identifier(args[0])
-        privileges = documented_privileges(db)
-        with connect('owner', db) as conn:
-            conn.execute(schema_sql())
-        with connect('admin', db) as conn:
-            for statement in privileges:
-                print(f'{statement};')
-                conn.execute(statement)
-    elif command == 'dump':
-        with connect('admin', identifier(args[0])) as conn:
-            if conn.execute('SELECT to_regclass(%s)', (f'{SCHEMA}.meta',)).fetchone()[0] is None:
-                print('no schema')
-                return 0
-            dump_rows(
-                conn.execute(f'SELECT status, alert_id FROM {SCHEMA}.alerts ORDER BY alert_id').fetchall(),
-                conn.execute(f'SELECT status, alert_id FROM {SCHEMA}.outbox ORDER BY seq').fetchall(),
-                conn.execute(f"SELECT name, value FROM {SCHEMA}.meta WHERE name <> 'last_prune' ORDER BY name").fetchall(),
-            )
-    elif command == 'sql':
-        with connect('admin', identifier(args[0])) as conn:
-            cursor = conn.execute(args[1])
-            if cursor.description is not None:
-                for row in cursor.fetchall():
-                    print('\t'.join(str(value) for value in row))
-    elif command == 'sqlite-dump':
-        conn = sqlite3.connect(f'file:{urllib.parse.quote(args[0])}?mode=ro', uri=True)
-        try:
-            dump_rows(
-                conn.execute('SELECT status, alert_id FROM alerts ORDER BY alert_id').fetchall(),
-                conn.execute('SELECT status, alert_id FROM outbox ORDER BY seq').fetchall(),
-            )
-        finally:
-            conn.close()
-    elif command == 'awx-env':
-        environment = awx_env(json.loads(args[0]))
-        environment.update(item.split('=', 1) for item in args[1:])
-        print(json.dumps(environment, indent=2))
-    elif command == 'silent-listener':
-        # The kernel completes the handshakes into the backlog, so clients connect and then wait for an answer.
-        with socket.socket() as listener:
-            listener.bind(('127.0.0.1', 0))
-            listener.listen(64)
-            with open(args[0] + '.tmp', 'w', encoding='ascii') as port_file:
-                port_file.write(str(listener.getsockname()[1]))
-            os.rename(args[0] + '.tmp', args[0])
-            while True:
-                time.sleep(3600)
-    else:
-        print(f'unknown command {command!r}', file=sys.stderr)
-        return 2
-    return 0
+def install_schema(args: list[str]) -> None:
+    db = identifier(args[0])
+    privileges = documented_privileges(db)
+    with connect('owner', db) as conn:
+        conn.execute(schema_sql())
+    with connect('admin', db) as conn:
+        for statement in privileges:
+            print(f'{statement};')
+            conn.execute(statement)
+
+
+def dump(args: list[str]) -> None:
+    with connect('admin', identifier(args[0])) as conn:
+        if conn.execute('SELECT to_regclass(%s)', (f'{SCHEMA}.meta',)).fetchone()[0] is None:
+            print('no schema')
+            return
+        dump_rows(
+            conn.execute(f'SELECT status, alert_id FROM {SCHEMA}.alerts ORDER BY alert_id').fetchall(),
+            conn.execute(f'SELECT status, alert_id FROM {SCHEMA}.outbox ORDER BY seq').fetchall(),
+            conn.execute(f"SELECT name, value FROM {SCHEMA}.meta WHERE name <> 'last_prune' ORDER BY name").fetchall(),
+        )
+
+
+def sql(args: list[str]) -> None:
+    with connect('admin', identifier(args[0])) as conn:
+        cursor = conn.execute(args[1])
+        if cursor.description is not None:
+            for row in cursor.fetchall():
+                print('\t'.join(str(value) for value in row))
+
+
+def sqlite_dump(args: list[str]) -> None:
+    conn = sqlite3.connect(f'file:{urllib.parse.quote(args[0])}?mode=ro', uri=True)
+    try:
+        dump_rows(
+            conn.execute('SELECT status, alert_id FROM alerts ORDER BY alert_id').fetchall(),
+            conn.execute('SELECT status, alert_id FROM outbox ORDER BY seq').fetchall(),
+        )
+    finally:
+        conn.close()
+
+
+def print_awx_env(args: list[str]) -> None:
+    environment = awx_env(json.loads(args[0]))
+    environment.update(item.split('=', 1) for item in args[1:])
+    print(json.dumps(environment, indent=2))
+
+
+def silent_listener(args: list[str]) -> None:
+    # The kernel completes the handshakes into the backlog, so clients connect and then wait for an answer.
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(64)
+        with open(args[0] + '.tmp', 'w', encoding='ascii') as port_file:
+            port_file.write(str(listener.getsockname()[1]))
+        os.rename(args[0] + '.tmp', args[0])
+        while True:
+            time.sleep(3600)
+
+
+COMMANDS = {
+    'install-schema': install_schema,
+    'dump': dump,
+    'sql': sql,
+    'sqlite-dump': sqlite_dump,
+    'awx-env': print_awx_env,
+    'silent-listener': silent_listener,
+}
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv))
+    sys.exit(run(COMMANDS, sys.argv))

@@ -20,6 +20,8 @@ set -eu -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 # shellcheck source=../setup_temperstack_stand_in/stand_in.sh
 source ../setup_temperstack_stand_in/stand_in.sh
+# shellcheck source=../setup_temperstack_stand_in/jobs.sh
+source ../setup_temperstack_stand_in/jobs.sh
 
 ts_pg_env
 echo "PostgreSQL test server: $TS_PG_ENV"
@@ -28,7 +30,6 @@ ts_init "$KEY"
 started=$SECONDS
 HERE=$PWD
 FLEET=("$TS_PYTHON" "$HERE/fleet.py")
-CALLBACK=temperstack.alerting.playbook_alerts
 WEBHOOK_URL="$TS_URL/api/integration/webhook/$KEY"
 ID='[0-9a-f]{12}'
 # The callback's alert for the play "Deploy web tier" of fleet.yml, as every job of every scenario names it.
@@ -37,69 +38,21 @@ DEPLOY_RE="ansible-fleet-yml-deploy-web-tier-$ID"
 # same job with the server up. Relative, because other work on a shared machine slows every job alike.
 UNREACHABLE_EXTRA=20
 
-"$TS_PYTHON" -c 'import psycopg' 2>/dev/null \
-    || ts_fail "psycopg is not installed for $TS_PYTHON: it is in requirements-test.txt (make venv installs it)"
-
-# Nothing from the caller may configure a job: its TEMPERSTACK_* settings, libpq's PG* variables (a password,
-# a service file) would reach every job. The test server's URLs stay, for fleet.py; jobs never get them.
-for name in $(compgen -e); do
-    case $name in
-        TEMPERSTACK_TEST_PG_*) ;;
-        TEMPERSTACK_*|PG*) unset "$name" ;;
-    esac
-done
-PG_VARIABLES=()
-for name in $(compgen -e); do
-    if [[ $name == TEMPERSTACK_TEST_PG_* ]]; then
-        PG_VARIABLES+=(-u "$name")
-    fi
-done
-
-DATABASES=()
+# psycopg, an environment that configures no job, and the databases dropped at the end (jobs.sh).
+jobs_init "key=$KEY"
 SILENT_PID=
-JOB_ENV=()
-SEEN=0
 
-on_exit() {
-    local status=$?
-    set +e
+jobs_cleanup() {
     if [[ -n "$SILENT_PID" ]]; then
         kill "$SILENT_PID" 2>/dev/null
         wait "$SILENT_PID" 2>/dev/null
     fi
-    if [[ $status -eq 0 && ${#DATABASES[@]} -gt 0 ]]; then
-        "${FLEET[@]}" drop-dbs "${DATABASES[@]}"
-    fi
-    (exit "$status")
-    ts_cleanup
-    exit "$status"
-}
-trap on_exit EXIT
-
-# Passwords and the key, hidden from what this script prints (a failed secrets check would otherwise show them).
-SECRETS=()
-redact() {
-    local secret
-    local -a script=()
-    for secret in "$KEY" "${SECRETS[@]}"; do
-        script+=(-e "s/$secret/<secret>/g")  # letters, digits, - and _ only: nothing sed reads as a pattern
-    done
-    sed "${script[@]}"
 }
 
-# fail MESSAGE: the stand-in's timeline (the ground truth of what was sent) and the last job's output, then fail.
-fail() {
-    {
-        echo "--- the stand-in's timeline:"
-        "$TS_PYTHON" "$TS_STAND_IN" timeline --url "$TS_URL" || true
-        if [[ -n "${OUT:-}" && -f "$OUT" ]]; then
-            echo "--- $OUT (last 40 lines):"
-            tail -n 40 "$OUT"
-            echo "--- $ERR (last 40 lines):"
-            tail -n 40 "$ERR"
-        fi
-    } 2>&1 | redact >&2
-    ts_fail "$(redact <<<"$*")"
+# Every job (jobs.sh: job, run as AWX runs one, with TEMPERSTACK_LEDGER_PATH unset) gets the webhook in
+# TEMPERSTACK_WEBHOOK_URL; JOB_ENV=(NAME=VALUE ...) adds variables, such as the ledger's URL.
+job_options() {
+    envs+=(TEMPERSTACK_WEBHOOK_URL="$WEBHOOK_URL")
 }
 
 # new_db ID: a new database for the scenario, owned by the owner role. Sets DB, OWNER_URL, JOB_URL, PASSWORD
@@ -107,20 +60,16 @@ fail() {
 # OWNER_URL, fleet_webhook_url the stand-in's webhook).
 new_db() {
     DB="fleet_${1}_$(ts_random_hex | cut -c1-8)"
-    "${FLEET[@]}" create-db "$DB"
+    ts_helper create-db "$DB"
     DATABASES+=("$DB")
     # pg_server.sh's URLs end in /temperstack, the database every role can use.
     OWNER_URL=${TEMPERSTACK_TEST_PG_URL%/*}/$DB
     JOB_URL=${TEMPERSTACK_TEST_PG_JOB_URL%/*}/$DB
     SEEN=0
-    PASSWORD=${OWNER_URL#postgresql://temperstack:}
-    PASSWORD=${PASSWORD%%@*}
-    MASKED_OWNER_URL="postgresql://temperstack:********@${OWNER_URL#*@}"
-    [[ -n "$PASSWORD" && "$PASSWORD" != "$OWNER_URL" ]] || fail "cannot find the password in the owner's URL"
-    JOB_PASSWORD=${JOB_URL#postgresql://temperstack_job:}
-    JOB_PASSWORD=${JOB_PASSWORD%%@*}
-    [[ -n "$JOB_PASSWORD" && "$JOB_PASSWORD" != "$JOB_URL" ]] || fail "cannot find the password in the job role's URL"
+    PASSWORD=$(url_password "$OWNER_URL" temperstack)
+    JOB_PASSWORD=$(url_password "$JOB_URL" temperstack_job)
     SECRETS+=("$PASSWORD" "$JOB_PASSWORD")
+    MASKED_OWNER_URL=$(masked_url "$OWNER_URL")
     # For the module's ledger_url by module_defaults or option: in a file, so that no command line shows it.
     OWNER_VARS="$SCENARIO_DIR/owner-vars.json"
     fleet_vars "$OWNER_VARS" "{\"fleet_ledger_url\": \"$OWNER_URL\", \"fleet_webhook_url\": \"$WEBHOOK_URL\"}"
@@ -149,123 +98,6 @@ expect_no_schema() {  # WHY: nothing at all was written to the scenario's databa
     actual=$("${FLEET[@]}" dump "$DB")
     [[ "$actual" == 'no schema' ]] || fail "$1: the ledger in $DB holds: $actual"
     echo "ok: $1: $DB has no schema temperstack"
-}
-
-elapsed_since() {  # MICROSECONDS: seconds since then, two decimals
-    local now=${EPOCHREALTIME/./}
-    printf '%d.%02d' $(((now - $1) / 1000000)) $((((now - $1) / 10000) % 100))
-}
-
-# job MODE EXPECTED_RC PLAYBOOK [ARGS...]: one job, as AWX runs one: a new empty HOME (SAME_HOME=1 keeps the
-# last job's, as a controller that is not a container would), TEMPERSTACK_LEDGER_PATH unset, its own work
-# directory ($JOB_DIR) as the working directory, the webhook in TEMPERSTACK_WEBHOOK_URL.
-#   MODE module:   no callback
-#        callback: the callback enabled by ANSIBLE_CALLBACKS_ENABLED
-#        ini:      the callback enabled, and its ledger_url set to INI_LEDGER_URL, by $JOB_DIR/ansible.cfg
-# JOB_ENV=(NAME=VALUE ...) adds variables. A job may print no warning unless WARNINGS=1.
-# Sets JOB_DIR, JOB_HOME, OUT, ERR, RC, ELAPSED and SENT (what reached the stand-in during the job).
-JOB=0
-job() {
-    local mode=$1 expected=$2 playbook=$3 t0
-    shift 3
-    new_job_dir
-    local enabled=${ANSIBLE_CALLBACKS_ENABLED:-}
-    local -a envs=() unset=(-u TEMPERSTACK_LEDGER_PATH -u ANSIBLE_CALLBACKS_ENABLED)
-    case $mode in
-        module) envs=(${enabled:+ANSIBLE_CALLBACKS_ENABLED="$enabled"}) ;;
-        callback) envs=(ANSIBLE_CALLBACKS_ENABLED="${enabled:+$enabled,}$CALLBACK") ;;
-        ini)
-            # ansible-test's own callbacks (junit) stay enabled; ANSIBLE_CALLBACKS_ENABLED would override the file.
-            cat >"$JOB_DIR/ansible.cfg" <<EOF
-[defaults]
-callbacks_enabled = ${enabled:+$enabled,}$CALLBACK
-[callback_temperstack]
-ledger_url = $INI_LEDGER_URL
-EOF
-            envs=(ANSIBLE_CONFIG="$JOB_DIR/ansible.cfg") ;;
-        *) fail "unknown mode $mode" ;;
-    esac
-    t0=${EPOCHREALTIME/./}
-    set +e
-    (cd "$JOB_DIR" && env "${unset[@]}" "${PG_VARIABLES[@]}" "${JOB_BASE_ENV[@]}" "${envs[@]}" "${JOB_ENV[@]}" \
-        ansible-playbook -i "$HERE/inventory.ini" "$HERE/$playbook" "$@" </dev/null >"$OUT" 2>"$ERR")
-    RC=$?
-    set -e
-    ELAPSED=$(elapsed_since "$t0")
-    after_job "$mode: ansible-playbook $playbook $*" "$expected"
-}
-
-new_job_dir() {
-    JOB=$((JOB + 1))
-    JOB_DIR="$SCENARIO_DIR/job-$JOB"
-    mkdir -p "$JOB_DIR"
-    if [[ -z "${SAME_HOME:-}" || -z "${JOB_HOME:-}" ]]; then
-        JOB_HOME="$JOB_DIR/home"
-        mkdir -m 0700 "$JOB_HOME"
-    fi
-    OUT="$JOB_DIR/stdout"
-    ERR="$JOB_DIR/stderr"
-    # As in a job container: Ansible's and the ledger's files under HOME; the log in the job's work directory.
-    JOB_BASE_ENV=(HOME="$JOB_HOME" ANSIBLE_LOCAL_TEMP="$JOB_HOME/.ansible/tmp" ANSIBLE_REMOTE_TEMP="$JOB_HOME/.ansible/tmp"
-        ANSIBLE_LOG_PATH="$JOB_DIR/ansible.log" TEMPERSTACK_WEBHOOK_URL="$WEBHOOK_URL"
-        TEMPERSTACK_TIMEOUT=5 TEMPERSTACK_RETRIES=0 TEMPERSTACK_FLUSH_TIMEOUT=15)
-}
-
-# after_job WHAT EXPECTED_RC: SENT is what the stand-in received since the last job (SEEN counts what it had;
-# nothing else talks to it), and the job ended as expected.
-after_job() {
-    SENT=$("${FLEET[@]}" sent "$TS_URL" "$SEEN")
-    if [[ -n "$SENT" ]]; then
-        SEEN=$((SEEN + $(wc -l <<<"$SENT")))
-    fi
-    echo "job $JOB ($1) -> rc $RC in ${ELAPSED}s; sent: ${SENT:-nothing}" | tr '\n' ' '
-    echo
-    [[ "$RC" == "$2" ]] || fail "job $JOB: exit code $RC, expected $2"
-    if grep -Eq 'Traceback|Callback dispatch|ERROR!' "$OUT" "$ERR"; then
-        fail "job $JOB printed a traceback or an error"
-    fi
-    if [[ -z "${WARNINGS:-}" ]] && grep -Eq '\[(WARNING|DEPRECATION WARNING)\]' "$OUT" "$ERR"; then
-        fail "job $JOB printed a warning"
-    fi
-}
-
-# expect_sent [REGEX...]: the last job's requests, one regular expression per request, in order.
-expect_sent() {
-    local -a lines=()
-    if [[ -n "$SENT" ]]; then
-        mapfile -t lines <<<"$SENT"
-    fi
-    ((${#lines[@]} == $#)) || fail "job $JOB: expected $# request(s) at the stand-in, got ${#lines[@]}: ${SENT:-nothing}"
-    local i=0 pattern
-    for pattern in "$@"; do
-        [[ "${lines[$i]}" =~ ^$pattern$ ]] || fail "job $JOB: request $((i + 1)) is '${lines[$i]}', expected /$pattern/"
-        i=$((i + 1))
-    done
-    echo "ok: job $JOB sent $# request(s) as expected"
-}
-
-# sent_id N: the alert id of the last job's Nth request.
-sent_id() {
-    sed -n "${1}p" <<<"$SENT" | awk '{print $3}'
-}
-
-expect_in() {  # FILE TEXT: the file holds TEXT (fixed string)
-    grep -Fq -- "$2" "$1" || fail "$(basename "$1") of job $JOB does not hold: $2"
-    echo "ok: $(basename "$1") of job $JOB holds: $2"
-}
-
-expect_recap() {  # HOST CHANGED: the last job's recap of HOST counts CHANGED changes
-    grep -Eq "^$1 +: ok=[0-9]+ +changed=$2 " "$OUT" || fail "job $JOB: the recap of $1 does not count $2 change(s)"
-    echo "ok: job $JOB changed $2 thing(s) on $1"
-}
-
-# expect_absent TEXT WHAT: TEXT (a secret) is in no output of the last job and in no file under its work
-# directory, HOME included (or their URL encodings).
-expect_absent() {
-    local found
-    found=$(ts_ctl find-text "$1" "$JOB_DIR")
-    [[ -z "$found" ]] || fail "job $JOB: $2 appears in: $found"
-    echo "ok: $2 appears nowhere in job $JOB's output and files ($(find "$JOB_DIR" -type f | wc -l) files)"
 }
 
 # expect_longer_by_at_most REFERENCE_SECONDS EXTRA_SECONDS TIMED...: each TIMED ("JOB:SECONDS") took at most
@@ -327,6 +159,7 @@ scenario_02_callback() {
     expect_sent
     # The green job reads ledger_url from ansible.cfg only: ignoring it, it would know no Alarm to resolve.
     JOB_ENV=()
+    # shellcheck disable=SC2034  # read by job (jobs.sh), MODE ini
     INI_LEDGER_URL=$OWNER_URL
     job ini 0 fleet.yml
     expect_sent "200 OK $deploy"
@@ -478,6 +311,7 @@ scenario_06_copy() {
     expect_in "$OUT" 'Temperstack: sent nothing; 1 queued for the next run'
     echo "ok: job $JOB raised the module's Alarm and queued $deploy"
     ts_reset
+    # shellcheck disable=SC2034  # read by after_job (jobs.sh)
     SEEN=0
     before_copy=$("${FLEET[@]}" sqlite-dump "$controller_ledger")
     [[ "$before_copy" == "$(printf 'alerts Alarm fleet-06-module\noutbox Alarm %s' "$deploy")" ]] \
@@ -550,6 +384,7 @@ runner_job() {
     (cd "$JOB_DIR" && env -u TEMPERSTACK_LEDGER_PATH -u ANSIBLE_CALLBACKS_ENABLED -u TEMPERSTACK_WEBHOOK_URL "${PG_VARIABLES[@]}" \
         HOME="$JOB_HOME" ANSIBLE_LOCAL_TEMP="$JOB_HOME/.ansible/tmp" ANSIBLE_REMOTE_TEMP="$JOB_HOME/.ansible/tmp" \
         ANSIBLE_LOG_PATH="$JOB_DIR/ansible.log" "$TS_PYTHON" -m ansible_runner run "$pdd" -p fleet.yml </dev/null >"$OUT" 2>"$ERR")
+    # shellcheck disable=SC2034  # read by after_job (jobs.sh)
     RC=$?
     set -e
     ELAPSED=$(elapsed_since "$t0")
@@ -582,6 +417,7 @@ scenario_09_newer_schema() {
     local before
     before=$("${FLEET[@]}" dump "$DB")
     grep -qx 'meta schema_version 99' <<<"$before" || fail "the schema version is not 99: $before"
+    # shellcheck disable=SC2034  # read by job (jobs.sh)
     JOB_ENV=(TEMPERSTACK_LEDGER_URL="$OWNER_URL")
     WARNINGS=1 job callback 2 fleet.yml -e alert_id=fleet-09-module -e alert_status=Alarm -e ledger_via=env -e expect=failed \
         -e 'expect_msg=was written by a newer temperstack.alerting \(schema temperstack, version 99\)' -e failing=true

@@ -14,51 +14,52 @@
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import sys
-import urllib.request
+import typing as t
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 'setup_temperstack_stand_in'))
+# pylint: disable-next=wrong-import-position
+from ts_helpers import request_lines, run, stand_in_records
 
 
-def records(base: str) -> list[dict]:
-    with urllib.request.urlopen(base.rstrip('/') + '/_stand_in/requests', timeout=10) as response:
-        return json.loads(response.read().decode('utf-8'))
+def field(base: str, args: list[str]) -> int:
+    index = int(args[0])
+    record = stand_in_records(base)[index - 1 if index > 0 else index]
+    value = (record['json'] or {}).get(args[1])
+    if value is None:
+        print(f'request {index} has no field {args[1]}', file=sys.stderr)
+        return 1
+    print(value)
+    return 0
+
+
+def no_timestamps(text: str) -> int:
+    found = re.findall(r'\d{1,2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}|\b1[6-9]\d{8}\b', text)
+    if found:
+        print(f'looks like a timestamp: {found}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_lines(items: t.Iterable[t.Any]) -> None:
+    for item in items:
+        print(item)
 
 
 def main(argv: list[str]) -> int:
-    base, command, args = argv[1], argv[2], argv[3:]
-    if command == 'count':
-        print(len(records(base)))
-    elif command == 'lines':
-        for record in records(base)[int(args[0]):]:
-            code = record['response_status'] if record['outcome'] == 'response' else record['outcome'].upper()
-            payload = record['json'] or {}
-            print(f"{code} {payload.get('status', '-')} {payload.get('alert_id', '-')}")
-    elif command == 'field':
-        index = int(args[0])
-        all_records = records(base)
-        record = all_records[index - 1 if index > 0 else index]
-        value = (record['json'] or {}).get(args[1])
-        if value is None:
-            print(f'request {index} has no field {args[1]}', file=sys.stderr)
-            return 1
-        print(value)
-    elif command == 'grep-bodies':
-        for record in records(base):
-            if args[0] in (record['body'] or ''):
-                print(record['seq'])
-    elif command == 'keys':
-        for record in records(base):
-            print(record['key'])
-    elif command == 'no-timestamps':
-        found = re.findall(r'\d{1,2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}|\b1[6-9]\d{8}\b', args[0])
-        if found:
-            print(f'looks like a timestamp: {found}', file=sys.stderr)
-            return 1
-    else:
-        print(f'unknown command {command!r}', file=sys.stderr)
-        return 2
-    return 0
+    base = argv[1]
+    commands = {
+        'count': lambda args: print(len(stand_in_records(base))),
+        'lines': lambda args: print_lines(request_lines(base, int(args[0]))),
+        'field': lambda args: field(base, args),
+        'grep-bodies': lambda args: print_lines(record['seq'] for record in stand_in_records(base)
+                                                if args[0] in (record['body'] or '')),
+        'keys': lambda args: print_lines(record['key'] for record in stand_in_records(base)),
+        'no-timestamps': lambda args: no_timestamps(args[0]),
+    }
+    return run(commands, argv[1:])
 
 
 if __name__ == '__main__':
