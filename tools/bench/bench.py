@@ -86,6 +86,10 @@ class Scale(t.NamedTuple):
     fleet_runs: int = 2
     # When the controllers' alert tasks start, after the controllers are started: time for the slowest start-up.
     fleet_start_delay: float = 8.0
+    # Issue 18, the EDA event source (case 12): rounds of events POSTed by concurrent clients on loopback.
+    eda_rounds: int = 5
+    eda_events: int = 2000
+    eda_clients: int = 16
 
 
 FULL = Scale()
@@ -94,7 +98,7 @@ SMOKE = Scale(
     storm_hosts=20, storm_pairs=1, dead_timeout=1, dead_retries=1, dead_flush=1.0, dead_pairs=1,
     ledger_records=2000, ledger_samples=100, writers=3, writer_distinct=20, writer_increments=5, writer_queued=5,
     pg_decision_blocks=2, pg_decision_block=20, pg_loop_rounds=1, fleet_controllers=3, fleet_forks=4, fleet_alerts=12,
-    fleet_runs=1, fleet_start_delay=5.0,
+    fleet_runs=1, fleet_start_delay=5.0, eda_rounds=1, eda_events=100, eda_clients=4,
 )
 
 GREEN_RATIO_LIMIT = 1.03
@@ -1482,6 +1486,80 @@ def client_check(bench: Bench, context: list[list[str]]) -> None:
                     f'`open_webhook` (one TLS context per process): {results["open_webhook"]:.2f} ms', ''])
 
 
+# Case 12, run by the Python of .venv (aiohttp is pinned there for the source's unit tests): the source's own main() on
+# a loopback port, loaded by path as ansible-rulebook loads it, and concurrent aiohttp clients in the same event loop.
+# Each event is timed from just before its request is sent to the moment the source puts it on the queue.
+_EDA_SCRIPT = r'''
+import asyncio, json, runpy, socket, sys, time
+source, events, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import aiohttp
+module = runpy.run_path(source)
+sent, queued = {}, {}
+
+class TimedQueue(asyncio.Queue):
+    async def put(self, item):
+        queued[item['payload']['alert_id']] = time.perf_counter()
+        await super().put(item)
+
+async def main():
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    queue = TimedQueue()
+    server = asyncio.create_task(module['main'](queue, {'host': '127.0.0.1', 'port': port, 'token': 'bench',
+                                                        'hosts_from': 'none'}))
+    url = f'http://127.0.0.1:{port}/'
+    async with aiohttp.ClientSession(headers={'Authorization': 'Bearer bench'}) as session:
+        for _ in range(200):
+            try:
+                async with session.get(url + 'healthz') as response:
+                    break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.02)
+        todo = iter(range(events))
+
+        async def client():
+            for number in todo:
+                alert_id = f'bench-{number}'
+                body = {'alert_name': 'Bench', 'status': 'Alarm', 'alert_id': alert_id}
+                sent[alert_id] = time.perf_counter()
+                async with session.post(url, json=body) as response:
+                    assert response.status == 200, response.status
+                    await response.read()
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        wall = time.perf_counter() - start
+    server.cancel()
+    await asyncio.gather(server, return_exceptions=True)
+    assert queue.qsize() == events, queue.qsize()
+    print(json.dumps({'per_second': events / wall, 'ms': sorted((queued[k] - sent[k]) * 1000 for k in sent)}))
+
+asyncio.run(main())
+'''
+
+
+def case_eda(bench: Bench, figures: list[Figure], context: list[list[str]]) -> None:
+    """Case 12: the EDA event source on loopback: events per second it accepts, and the p99 from request to queued."""
+    scale = bench.scale
+    source = os.path.join(bench.collections, COLLECTION_SUBDIR, 'extensions', 'eda', 'plugins', 'event_source', 'webhook.py')
+    rates, p99s, medians = [], [], []
+    for _ in range(scale.eda_rounds):
+        done = subprocess.run([bench.python, '-c', _EDA_SCRIPT, source, str(scale.eda_events), str(scale.eda_clients)],
+                              capture_output=True, text=True, check=False, timeout=600)
+        if done.returncode != 0:
+            raise BenchError(f'case 12: the source benchmark failed: {done.stderr.strip()[-2000:]}')
+        result = json.loads(done.stdout)
+        rates.append(result['per_second'])
+        p99s.append(_p99(result['ms']))
+        medians.append(median(result['ms']))
+    note = (f'temperstack.alerting.webhook with a token, hosts_from none, {scale.eda_events} distinct Alarms per round '
+            f'from {scale.eda_clients} concurrent aiohttp clients in the same event loop (so the figures include the '
+            'clients\' own cost), one round per value')
+    figures.append(Figure('12', 'EDA source: events accepted per second on loopback', rates, '/s', None, note=note))
+    figures.append(Figure('12', 'EDA source: p99 from request to queued', p99s, 'ms', None, note=note))
+    context.append(['12: EDA source, median request to queued per round', ', '.join(f'{value:.3f} ms' for value in medians)])
+
+
 CASES: dict[str, tuple[str, t.Callable[[Bench, list[Figure], list[list[str]]], None]]] = {
     '1': ('module, uri and debug loops (cases 1-3)', case_loops),
     '4': ('callback overhead on a green run', case_green),
@@ -1492,6 +1570,7 @@ CASES: dict[str, tuple[str, t.Callable[[Bench, list[Figure], list[list[str]]], N
     '9': ('PostgreSQL ledger: 100-item first-send loop', case_pg_loop),
     '10': ('PostgreSQL ledger: callback overhead on a green run', case_pg_green),
     '11': ('PostgreSQL ledger: a fleet of controllers at once', case_fleet),
+    '12': ('EDA event source: events per second and p99 to queued', case_eda),
 }
 
 
