@@ -4,7 +4,7 @@
 
 """temperstack.alerting.silence, run as the task executor runs it, on a SQLite ledger (issue 12).
 
-The PostgreSQL side of the silences is the ledger contract (test_ledger_day2_contract.py) and the integration tests.
+The PostgreSQL side of the silences is the ledger contract (test_ledger_contract_silences_and_streaks.py) and the integration tests.
 """
 
 from __future__ import annotations

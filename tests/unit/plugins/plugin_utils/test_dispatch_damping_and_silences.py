@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""dispatch() with flap damping and silences (issue 12), on every ledger backend, with the fake opener as Temperstack."""
+"""dispatch() with flap damping and silences, on every ledger backend, with the fake opener as Temperstack."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The ledger's day-2 methods (issue 12), run against every backend: silences, withheld Alarms, streaks, what is open.
+"""The ledger's methods for silences, withheld Alarms, damping streaks and what is open, run against every backend.
 
 Like test_ledger_contract.py, each test takes ``ledger_backend`` (conftest.py), so it runs on SQLite and on
 PostgreSQL, and uses only ``open_ledger`` and the public methods of ``Ledger``.
@@ -363,7 +363,7 @@ def test_a_missing_ledger_read_only_is_empty_and_stays_missing(ledger_backend, e
     assert not ledger_backend.exists()
 
 
-def test_a_missing_ledger_read_only_refuses_day2_writes(ledger_backend, endpoint, make_alert):
+def test_a_missing_ledger_read_only_refuses_silence_withheld_and_streak_writes(ledger_backend, endpoint, make_alert):
     ledger_backend.remove()
     reader = ledger_backend.open(read_only=True)
     key = endpoint.ledger_key
