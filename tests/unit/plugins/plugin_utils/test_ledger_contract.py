@@ -739,7 +739,8 @@ def test_a_dry_run_copy_writes_nothing_and_says_what_a_copy_would_take(ledger, c
 def test_listings_are_in_code_point_order_whatever_the_databases_collation(ledger, endpoint, make_alert):
     """What lists by alert id or name lists in one order on every backend (the contract of the methods for silences,
     withheld Alarms and streaks is test_ledger_contract_silences_and_streaks.py). SQLite orders text by code point;
-    PostgreSQL orders it by the database's collation unless a query says otherwise, and the test database has a linguistic one, as most servers do (conftest.py).
+    PostgreSQL orders it by the database's collation unless a query says otherwise, and the test database has a
+    linguistic one, as most servers do (conftest.py).
     """
     key, now = endpoint.ledger_key, time.time()
     for name in NAMES:
