@@ -16,6 +16,7 @@ import itertools
 import os
 import socket
 import sqlite3
+import time
 import types
 import typing as t
 
@@ -27,6 +28,7 @@ from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.temperstack.alerting.plugins.callback import playbook_alerts
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import Alert
+from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger_sqlite
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import FlushReport
@@ -1142,6 +1144,30 @@ def test_the_failures_held_by_a_killed_run_on_this_controller_go_first_in_the_ne
 
     run().playbook('other.yml').play('Green').ok('db1').stats()
     assert [(p['status'], 'killed mid-play' in p['description']) for p in temperstack.received] == [('Alarm', True)]
+
+
+def test_a_hold_that_expired_before_its_unit_ended_still_becomes_its_alarm(run, temperstack, monkeypatch):
+    # The run's delivery process renews holds; here nobody does, as when it cannot reach the ledger for a while.
+    monkeypatch.setattr(_ledger_sqlite, 'HOLD_LEASE_SECONDS', 0.2)
+    r = run().playbook().play().ok('web2').failed('web1', msg='boom')
+    time.sleep(0.4)  # the play goes on for longer than the hold's lease
+    r.stats()
+
+    assert temperstack.status_list == ['Alarm']
+    with SqliteLedger(r.options['ledger_path']) as ledger:
+        assert [record.status for record in ledger.records(r.callback._endpoint_key)] == ['Alarm']
+        assert ledger.entries() == []
+    green_run(run)
+    assert temperstack.status_list == ['Alarm', 'OK']
+
+
+def test_a_failure_held_by_another_run_is_no_proof_that_this_units_alarm_is_old_news(run, temperstack):
+    other = run().playbook().play().ok('web2').failed('web1', msg='boom')  # still running, holding its failure
+    failing_run(run, msg='boom')
+
+    assert temperstack.status_list == ['Alarm']
+    other.stats()
+    assert temperstack.status_list == ['Alarm']  # the same Alarm, now on record: not sent twice
 
 
 def test_failures_held_by_a_live_run_are_left_alone(run, temperstack):

@@ -16,7 +16,9 @@ import typing as t
 import pytest
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import SendError, TemperstackClient
+from ansible_collections.temperstack.alerting.plugins.plugin_utils import _outbox_sender
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import resolve_endpoint
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import LedgerError
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import (
     SLOW_FLUSH_SECONDS,
@@ -639,3 +641,87 @@ def test_a_flush_that_gives_up_on_a_hanging_request_releases_its_claims(ledger, 
         assert ledger.try_claim(endpoint.ledger_key, story[0].alert_id, lease=5) is not None
     finally:
         gate.set()
+
+
+# -- the shared ledger through an outage ------------------------------------------------------------------------
+
+
+def test_once_the_server_answers_again_this_run_delivers_both_the_shared_outbox_and_the_fallback_file(
+    pg_relay, postgresql_backend, tmp_path, endpoint, story, monkeypatch,
+):
+    monkeypatch.setattr(_outbox_sender, 'RECONNECT_SECONDS', 0.0)
+    proxy, url = pg_relay
+    fallback = str(tmp_path / 'ledger.fallback.sqlite3')
+    client = FakeClient(endpoint)
+    sender = OutboxSender(client, url, fallback)
+    sender.start()
+    time.sleep(0.3)
+    proxy.down()
+    with SqliteLedger(fallback) as local:  # the callback, cut off too, queued an Alarm in the fallback file
+        local.queue(endpoint.ledger_key, story[0])
+    sender.notify()
+    time.sleep(0.5)
+    proxy.up()
+    with postgresql_backend.open() as shared:  # the callback reached the server again and queued another there
+        shared.queue(endpoint.ledger_key, story[1])
+    sender.notify()
+    report = sender.flush(10)
+
+    assert sorted(payload['alert_id'] for payload in client.sent) == ['a', 'b']
+    assert report.queued == 0 and report.finished
+    with postgresql_backend.open() as shared:
+        assert {record.alert_id for record in shared.records(endpoint.ledger_key)} == {'a', 'b'}
+
+
+def test_what_a_run_kept_in_the_fallback_file_is_written_back_before_the_run_ends(
+    pg_relay, postgresql_backend, tmp_path, endpoint, story, monkeypatch,
+):
+    # An AWX job's container goes with its fallback file: what it sent in the outage must reach the shared ledger.
+    proxy, url = pg_relay
+    fallback = str(tmp_path / 'ledger.fallback.sqlite3')
+    proxy.down()
+    client = FakeClient(endpoint)
+    sender = OutboxSender(client, url, fallback)
+    sender.start()
+    with SqliteLedger(fallback) as local:
+        local.queue(endpoint.ledger_key, story[0])
+    sender.notify()
+    time.sleep(0.5)
+    assert [payload['alert_id'] for payload in client.sent] == ['a']  # sent during the outage, from the file
+    proxy.up()
+    sender.flush(10)
+
+    with postgresql_backend.open() as shared:
+        assert [(r.alert_id, r.status) for r in shared.records(endpoint.ledger_key)] == [('a', 'Alarm')]
+    with SqliteLedger(fallback) as local:
+        assert local.records(endpoint.ledger_key) == [] and local.entries() == []
+
+
+class FlakyLedger:
+    """A ledger whose first renewals fail, as during a PostgreSQL restart or a busy SQLite file."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.renewed = 0
+
+    def renew_holds(self, token: str) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise LedgerError('the ledger failed: database is locked')
+        self.renewed += 1
+        return 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_hold_keeper_outlives_ledger_errors_and_renews_again(monkeypatch):
+    monkeypatch.setattr(_outbox_sender, 'HOLD_RETRY_SECONDS', 0.01)
+    monkeypatch.setattr(_outbox_sender, 'HOLD_LEASE_SECONDS', 0.4)
+    flaky = FlakyLedger(failures=3)
+    keeper = _outbox_sender._HoldKeeper('unused', 'run-token')  # pylint: disable=protected-access
+    monkeypatch.setattr(keeper, '_open', lambda: flaky)
+    keeper.start()
+    time.sleep(0.5)
+    keeper.stop(release=False)
+    assert flaky.failures == 0 and flaky.renewed >= 2
