@@ -373,9 +373,9 @@ def test_held_failure_across_a_server_restart_past_the_lease_is_sent_once(harnes
 def test_held_failure_in_the_sqlite_ledger_past_the_lease_is_sent_once(harness, stand_in, place, figures):
     started = time.monotonic()
     job = new_job(place, stand_in, None)
-    # The play goes on for more than twice the lease after its failure.
+    # The play goes on for longer than the lease after its failure.
     run = harness.playbook(playbook(place, 'play.yml'), env=job.env, inventory=hosts_ini(place),
-                           args=play_args(job, failing='h1', linger=2 * HOLD_LEASE + 1), timeout=RUN_TIMEOUT)
+                           args=play_args(job, failing='h1', linger=HOLD_LEASE + 1.5), timeout=RUN_TIMEOUT)
     check_run(run)
     assert run.rc == 2, run.stdout[-3000:]
     got = story(stand_in)
