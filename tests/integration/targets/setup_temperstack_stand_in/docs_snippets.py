@@ -84,6 +84,8 @@ def examples(root: str, guide: str) -> list[Example]:
 
 def kind(data: t.Any) -> str:
     if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
+        if any('rules' in item or 'sources' in item for item in data):
+            return ''  # an ansible-rulebook rulebook: its plays are hosts, sources and rules
         plays = [item for item in data if 'hosts' in item or 'import_playbook' in item]
         if len(plays) == len(data):
             return 'playbook'
