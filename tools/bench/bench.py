@@ -1510,7 +1510,7 @@ async def main():
                                                         'hosts_from': 'none'}))
     url = f'http://127.0.0.1:{port}/'
     async with aiohttp.ClientSession(headers={'Authorization': 'Bearer bench'}) as session:
-        for _ in range(200):
+        for _attempt in range(200):
             try:
                 async with session.get(url + 'healthz') as response:
                     break
@@ -1543,7 +1543,7 @@ def case_eda(bench: Bench, figures: list[Figure], context: list[list[str]]) -> N
     scale = bench.scale
     source = os.path.join(bench.collections, COLLECTION_SUBDIR, 'extensions', 'eda', 'plugins', 'event_source', 'webhook.py')
     rates, p99s, medians = [], [], []
-    for _ in range(scale.eda_rounds):
+    for _round in range(scale.eda_rounds):
         done = subprocess.run([bench.python, '-c', _EDA_SCRIPT, source, str(scale.eda_events), str(scale.eda_clients)],
                               capture_output=True, text=True, check=False, timeout=600)
         if done.returncode != 0:

@@ -242,7 +242,7 @@ def ssl_context(args: t.Mapping[str, t.Any]) -> ssl.SSLContext | None:
 
 
 def _token_ok(request: web.Request, token: bytes) -> bool:
-    scheme, _, given = request.headers.get('Authorization', '').strip().partition(' ')
+    scheme, _space, given = request.headers.get('Authorization', '').strip().partition(' ')
     # Always one comparison of the same cost, whatever is wrong with the header.
     return hmac.compare_digest(given.strip().encode('utf-8', 'replace'), token) and scheme.lower() == 'bearer'
 

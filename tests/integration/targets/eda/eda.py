@@ -28,7 +28,7 @@ def requests(stand_in):
 
 def main(command, *args):
     if command == 'free-ports':
-        sockets = [socket.socket() for _ in range(int(args[0]))]
+        sockets = [socket.socket() for _round in range(int(args[0]))]
         for sock in sockets:
             sock.bind(('127.0.0.1', 0))
         print(' '.join(str(sock.getsockname()[1]) for sock in sockets))

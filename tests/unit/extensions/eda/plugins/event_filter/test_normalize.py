@@ -98,8 +98,8 @@ def test_alert_id_is_derived_as_the_alert_module_derives_it():
     fields = run({'payload': {'alert_name': 'Disk almost full', 'status': 'Alarm', 'resource_id': 'web1'}},
                  hosts_from='none')['temperstack']
     assert fields['alert_id'] == derive_alert_id('Disk almost full', 'web1')
-    assert fields['alert_id'] == build_alert({'alert_name': 'Disk almost full', 'status': 'Alarm',
-                                               'resource_id': 'web1'}).alert_id
+    module_alert = build_alert({'alert_name': 'Disk almost full', 'status': 'Alarm', 'resource_id': 'web1'})
+    assert fields['alert_id'] == module_alert.alert_id
 
 
 @pytest.mark.parametrize('event', [{'payload': {'hello': 'world'}}, {'status': 'Alarm'}, {'payload': {'alert_id': ''}}])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import json
 import logging
@@ -121,7 +120,7 @@ def test_other_methods_get_405(method, path):
 
 def test_an_alarm_is_queued_with_payload_endpoint_headers_and_temperstack_fields():
     async def scenario(client, queue):
-        status, _ = await post(client, ALARM, headers={**bearer(), 'X-Request-Id': 'r1'}, path='/hooks/temperstack')
+        status, _text = await post(client, ALARM, headers={**bearer(), 'X-Request-Id': 'r1'}, path='/hooks/temperstack')
         return status, queue.get_nowait(), queue.qsize()
     status, event, left = serve({'token': TOKEN}, scenario)
     assert status == 200 and left == 0
@@ -175,7 +174,7 @@ def test_good_signature_is_accepted(fmt, prefix):
     body = json.dumps(ALARM).encode()
 
     async def scenario(client, queue):
-        status, _ = await post(client, body, headers={'X-Temperstack-Signature': prefix + sign(body, fmt=fmt)})
+        status, _text = await post(client, body, headers={'X-Temperstack-Signature': prefix + sign(body, fmt=fmt)})
         return status, queue.qsize()
     assert serve({'hmac_secret': SECRET, 'hmac_format': fmt}, scenario) == (200, 1)
 
@@ -184,7 +183,7 @@ def test_signature_with_another_header_and_algorithm():
     body = json.dumps(ALARM).encode()
 
     async def scenario(client, queue):
-        status, _ = await post(client, body, headers={'X-Hub-Signature-512': 'sha512=' + sign(body, algo='sha512')})
+        status, _text = await post(client, body, headers={'X-Hub-Signature-512': 'sha512=' + sign(body, algo='sha512')})
         return status, queue.get_nowait()
     status, event = serve({'hmac_secret': SECRET, 'hmac_header': 'X-Hub-Signature-512', 'hmac_algo': 'sha512'}, scenario)
     assert status == 200
@@ -223,7 +222,7 @@ def test_token_and_signature_are_both_required_when_both_are_set():
 @pytest.mark.parametrize('body', [b'not json', b'{"alert_name": ', b'\xff\xfe{}', b'[1, 2]', b'"Alarm"', b''])
 def test_a_body_that_is_not_a_json_object_is_400(body):
     async def scenario(client, queue):
-        status, _ = await post(client, body, headers=bearer())
+        status, _text = await post(client, body, headers=bearer())
         return status, queue.qsize()
     assert serve({'token': TOKEN}, scenario) == (400, 0)
 
@@ -241,7 +240,7 @@ def test_a_body_over_the_limit_is_413_and_at_the_limit_is_accepted():
 
 def test_a_chunked_body_over_the_limit_is_413():
     async def chunks():
-        for _ in range(64):
+        for _round in range(64):
             yield b' ' * 1024
 
     async def scenario(client, queue):
@@ -265,8 +264,8 @@ def test_an_unauthenticated_big_body_gets_401_not_413():
 
 def test_an_identical_delivery_is_answered_and_dropped():
     async def scenario(client, queue):
-        answers = [await post(client, ALARM, headers=bearer()) for _ in range(3)]
-        return [status for status, _ in answers], [json.loads(text) for _, text in answers], queue.qsize()
+        answers = [await post(client, ALARM, headers=bearer()) for _round in range(3)]
+        return [status for status, _text in answers], [json.loads(text) for _status, text in answers], queue.qsize()
     statuses, bodies, queued = serve({'token': TOKEN}, scenario)
     assert statuses == [200, 200, 200] and queued == 1
     assert bodies[1] == {'queued': False, 'duplicate': True}
@@ -276,7 +275,7 @@ def test_alarm_ok_alarm_are_three_events():
     async def scenario(client, queue):
         for payload in (ALARM, OK, ALARM):
             assert (await post(client, payload, headers=bearer()))[0] == 200
-        return [queue.get_nowait()['temperstack']['status'] for _ in range(queue.qsize())]
+        return [queue.get_nowait()['temperstack']['status'] for _round in range(queue.qsize())]
     assert serve({'token': TOKEN}, scenario) == ['Alarm', 'OK', 'Alarm']
 
 
@@ -290,7 +289,7 @@ def test_other_alerts_and_changed_payloads_are_not_duplicates():
 
 def test_dedup_seconds_zero_keeps_every_delivery():
     async def scenario(client, queue):
-        for _ in range(3):
+        for _round in range(3):
             await post(client, ALARM, headers=bearer())
         return queue.qsize()
     assert serve({'token': TOKEN, 'dedup_seconds': 0}, scenario) == 3
@@ -317,9 +316,9 @@ def test_dedup_memory_is_bounded():
 
 def test_an_event_without_alert_id_or_name_is_queued_untouched_and_never_deduplicated():
     async def scenario(client, queue):
-        for _ in range(2):
+        for _round in range(2):
             await post(client, {'hello': 'world'}, headers=bearer())
-        return [queue.get_nowait() for _ in range(queue.qsize())]
+        return [queue.get_nowait() for _round in range(queue.qsize())]
     events = serve({'token': TOKEN}, scenario)
     assert len(events) == 2 and 'temperstack' not in events[0]
 
@@ -337,7 +336,7 @@ async def started(args: dict[str, t.Any], ssl_client: ssl.SSLContext | None = No
     queue: asyncio.Queue = asyncio.Queue()
     task = asyncio.create_task(webhook.main(queue, {'host': '127.0.0.1', 'hosts_from': 'none', **args}))
     base = f"{'https' if ssl_client else 'http'}://127.0.0.1:{args['port']}"
-    for _ in range(200):
+    for _round in range(200):
         await asyncio.sleep(0.01)
         try:
             reader, writer = await asyncio.open_connection('127.0.0.1', args['port'])
@@ -438,7 +437,6 @@ def test_mutual_tls_requires_a_client_certificate(pki):
 def test_unreadable_certificates_are_named(tmp_path):
     with pytest.raises(ValueError, match='certfile'):
         webhook.ssl_context({'certfile': str(tmp_path / 'missing.pem')})
-
 
 
 def test_loads_by_path_as_ansible_rulebook_does(tmp_path):
