@@ -22,7 +22,8 @@ ledgers hold afterwards.
    outage; an alert with failures_before_alarm: 2 is damped on its first failure during the outage, sent on its
    second.
 4. A failure held in PostgreSQL, then the server stopped before the play ends (the callback falls back mid-run),
-   then started: the next green run sends the OK, and a run after the hold's lease has passed sends no Alarm after it.
+   then started (after the run; in the long run also before its end): the next green run sends the OK, and a run
+   after the hold's lease has passed sends no Alarm after it.
 5. Odd ledger_url forms (an unclosed IPv6 bracket, a bad %-escape, a password with a broken host, another scheme) at
    -vvv: the password is nowhere in what the run prints, the alert task fails and the callback disables itself, each
    naming ledger_url.
@@ -79,6 +80,19 @@ PLAY = """\
       ansible.builtin.command: sleep {{{{ linger }}}}
       changed_when: false
       when: linger | float > 0
+"""
+# A later play of the same playbook, on the hosts left: they wait for the test's ``gate2`` (for test 4).
+LATER_PLAY = """\
+- name: Later
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Wait for the test again
+      ansible.builtin.shell: >-
+        touch {{ (ready ~ '-later-' ~ inventory_hostname) | quote }};
+        for _ in $(seq 2400); do [ -e {{ gate2 | quote }} ] && exit 0; sleep 0.05; done; exit 1
+      changed_when: false
+      when: gate2 | default('') | length > 0
 """
 # The same play with an alert task of its own on the hosts that did not fail (for test 6).
 ALERT_IN_PLAY = """\
@@ -184,9 +198,9 @@ def new_job(directory: str, stand_in, url: str | None, home: str | None = None, 
     return Job(home, env, directory, stand_in)
 
 
-def play_args(job: Job, failing: str = '', gate: str = '', linger: float = 0) -> list[str]:
+def play_args(job: Job, failing: str = '', gate: str = '', linger: float = 0, gate2: str = '') -> list[str]:
     variables = {'failing': failing, 'gate': gate, 'ready': os.path.join(os.path.dirname(gate), 'ready') if gate else '',
-                 'linger': linger}
+                 'linger': linger, 'gate2': gate2}
     path = os.path.join(job.directory, f'vars-{secrets.token_hex(3)}.json')
     with open(path, 'w', encoding='utf-8') as handle:
         json.dump(variables, handle)
@@ -204,8 +218,8 @@ def open_gate(gate: str) -> None:
         pass
 
 
-def ready(gate: str, host: str) -> bool:
-    return os.path.exists(os.path.join(os.path.dirname(gate), f'ready-{host}'))
+def ready(gate: str, host: str, play: str = '') -> bool:
+    return os.path.exists(os.path.join(os.path.dirname(gate), f'ready-{play}{host}'))
 
 
 def finish(harness, handle, timeout: float = RUN_TIMEOUT):
@@ -306,6 +320,7 @@ def place(harness, work_dir, request):
     os.makedirs(directory)
     harness.write(directory, 'play.yml', PLAY.format(extra=''))
     harness.write(directory, 'play-with-alert.yml', PLAY.format(extra=ALERT_IN_PLAY))
+    harness.write(directory, 'two-plays.yml', PLAY.format(extra='') + LATER_PLAY)
     harness.write(directory, 'silence.yml', SILENCE_PLAYBOOK)
     harness.write(directory, 'alerts.yml', ALERT_TASKS)
     harness.write(directory, 'odd-url.yml', ODD_URL_PLAYBOOK)
@@ -505,24 +520,37 @@ def test_damping_holds_during_an_outage(harness, stand_in, postgres, place, figu
 # -- 4. holds written to PostgreSQL before a mid-run fallback -------------------------------------------------------
 
 
-def test_holds_written_before_a_mid_run_fallback_never_go_out_after_the_ok(harness, stand_in, postgres, place, figures):
+# When the server is back: after the failing run, or (the long run) before its end, once the failing play has ended.
+MID_RUN_VARIANTS = pick(['back-after-the-run'], ['back-after-the-run', 'back-before-the-run-ends'])
+
+
+@pytest.mark.parametrize('variant', MID_RUN_VARIANTS)
+def test_holds_written_before_a_mid_run_fallback_never_go_out_after_the_ok(harness, stand_in, postgres, place, figures,
+                                                                           variant):
     started = time.monotonic()
-    database = 'outage_mid_run_holds'
+    database = f"outage_mid_run_holds_{variant.replace('-', '_')}"
     url = postgres.database(database)
     job = new_job(place, stand_in, url)
-    gate = new_gate(place)
-    handle = harness.start(playbook(place, 'play.yml'), env=job.env, inventory=hosts_ini(place),
-                           args=play_args(job, failing='h1', gate=gate))
+    gate, gate2 = new_gate(place), new_gate(place)
+    later = variant == 'back-before-the-run-ends'
+    handle = harness.start(playbook(place, 'two-plays.yml'), env=job.env, inventory=hosts_ini(place),
+                           args=play_args(job, failing='h1', gate=gate, gate2=gate2 if later else ''))
     try:
         assert wait_for(lambda: ready(gate, 'h2') or handle[0].poll() is not None, 120), 'h2 never reached the gate'
         wait_for_held(postgres, database, handle)
         postgres.stop()
         # The play ends while the server is down: the callback falls back mid-run.
         open_gate(gate)
+        if later:
+            # The next play has started (the failing one has ended): the server comes back before the run ends.
+            assert wait_for(lambda: ready(gate, 'h2', 'later-') or handle[0].poll() is not None, 120), 'no later play'
+            postgres.start()
+            open_gate(gate2)
         failing = finish(harness, handle)
     finally:
         open_gate(gate)
-        postgres.start()
+        open_gate(gate2)
+        postgres.ensure_running()
     check_run(failing, postgres)
     assert failing.rc == 2, failing.stdout[-3000:]
     during = story(stand_in)
@@ -530,7 +558,7 @@ def test_holds_written_before_a_mid_run_fallback_never_go_out_after_the_ok(harne
     assert during == {alert_id: ['Alarm']}, f'the failing run sent {during}'
 
     again = new_job(place, stand_in, url, home=job.home)
-    green = harness.playbook(playbook(place, 'play.yml'), env=again.env, inventory=hosts_ini(place),
+    green = harness.playbook(playbook(place, 'two-plays.yml'), env=again.env, inventory=hosts_ini(place),
                              args=play_args(again), timeout=RUN_TIMEOUT)
     check_run(green, postgres)
     assert green.rc == 0, green.stdout[-3000:]
@@ -538,13 +566,13 @@ def test_holds_written_before_a_mid_run_fallback_never_go_out_after_the_ok(harne
     state_after_green = pg_state(postgres, database)
     # Past the lease of the hold the failing run wrote to PostgreSQL: a sender now would deliver it if it were left.
     time.sleep(HOLD_LEASE + 1)
-    third = harness.playbook(playbook(place, 'play.yml'), env=again.env, inventory=hosts_ini(place),
+    third = harness.playbook(playbook(place, 'two-plays.yml'), env=again.env, inventory=hosts_ini(place),
                              args=play_args(again), timeout=RUN_TIMEOUT)
     check_run(third, postgres)
     assert third.rc == 0, third.stdout[-3000:]
     got = story(stand_in)
     state = pg_state(postgres, database)
-    figures.set('ledger_outage', 'mid_run_holds', {
+    figures.set('ledger_outage', f'mid_run_holds_{variant}', {
         'received_after_the_green_run': after_green, 'received': got, 'shared_ledger_after_the_green_run': state_after_green,
         'shared_ledger': state, 'test_seconds': round(time.monotonic() - started, 1),
     })
