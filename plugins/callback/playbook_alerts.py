@@ -301,6 +301,7 @@ class CallbackModule(CallbackBase):
         self._flush_timeout = flush_timeout
         self._sender = SenderProcess(
             client, self._ledger.spec, self._flush_timeout, run_token=self._run_token, fallback=self._fallback,
+            unreachable=self._ledger.unreachable if self._shared_ledger_lost() else '',
         )
         _RUNS.add(self)
         if self._ledger.pending(self._endpoint_key):

@@ -111,7 +111,6 @@ class Withheld(t.NamedTuple):
     record: Record
 
 
-
 class Ledger(abc.ABC):
     """What Temperstack holds and what still waits, behind one interface whichever backend keeps it.
 
@@ -462,7 +461,6 @@ class Ledger(abc.ABC):
         """A backend's implementation of the public method of the same name without the underscore."""
 
 
-
 class _Claimable(t.Protocol):
     def try_claim(self, endpoint: str, alert_id: str, lease: float) -> Claim | None: ...  # noqa: E704
 
@@ -536,4 +534,3 @@ def copy_ledger(
         if move and not dry_run:
             source.forget(endpoint, record.alert_id, seq)
     return Copied(records, entries, tuple(sorted(alert_ids)))
-

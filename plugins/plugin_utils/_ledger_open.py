@@ -44,6 +44,9 @@ INSTALL_HINT = (
 )
 # A server found unreachable is not tried again by this process for this long (see postgres_ledger).
 UNREACHABLE_RETRY_SECONDS = 30.0
+# A lost server is tried again with this connect timeout (libpq's shortest that means it), so that a server that
+# accepts connections and never answers costs a retry seconds, not the full connect timeout, each time.
+RECONNECT_TIMEOUT_SECONDS = 2
 # How long moving one alert's facts from the fallback file may hold its claims in both ledgers.
 MOVE_LEASE_SECONDS = 60.0
 # What the fallback file notes for the shared ledger, to be done there once it answers: a run's held failure that
@@ -58,23 +61,26 @@ def open_ledger(
     read_only: bool = False,
     fallback: str | None = None,
     on_fallback: t.Callable[[LedgerError], None] | None = None,
+    **fallback_options: t.Any,
 ) -> Ledger:
     """The ledger that ``spec`` names: a ``postgresql://`` URL, or a file path (None: the default file).
 
-    With ``fallback`` (a file path), a URL gives a ``LedgerWithFallback``, which never raises ``LedgerUnreachable``.
+    With ``fallback`` (a file path), a URL gives a ``LedgerWithFallback`` (``fallback_options`` are its own), which
+    never raises ``LedgerUnreachable``.
     Without it, raises ``LedgerUnreachable`` for a server that cannot be reached, ``LedgerError`` for anything else.
     """
     if not is_url(spec):
         return SqliteLedger(spec, warn=warn, read_only=read_only)
     url = t.cast(str, spec)
     if fallback:
-        return t.cast(Ledger, LedgerWithFallback(url, fallback, warn=warn, read_only=read_only, on_fallback=on_fallback))
+        return t.cast(Ledger, LedgerWithFallback(
+            url, fallback, warn=warn, read_only=read_only, on_fallback=on_fallback, **fallback_options))
     return postgres_ledger(url, warn=warn, read_only=read_only)
 
 
 def postgres_ledger(
     url: str, warn: t.Callable[[str], None] | None = None, read_only: bool = False,
-    retry_seconds: float = UNREACHABLE_RETRY_SECONDS,
+    retry_seconds: float = UNREACHABLE_RETRY_SECONDS, connect_timeout: int | None = None,
 ) -> Ledger:
     """The PostgreSQL ledger at ``url``; a server this process found unreachable less than ``retry_seconds`` ago is
     not tried again (a loop of 100 items would otherwise wait for the connect timeout 100 times)."""
@@ -86,7 +92,7 @@ def postgres_ledger(
     if failed is not None and time.monotonic() - failed[0] < retry_seconds:
         raise LedgerUnreachable(failed[1])
     try:
-        return PostgresLedger(url, warn=warn, read_only=read_only)
+        return PostgresLedger(url, warn=warn, read_only=read_only, connect_timeout=connect_timeout)
     except LedgerUnreachable as exc:
         note_unreachable(url, exc)
         raise
@@ -127,7 +133,10 @@ class LedgerWithFallback:
         read_only: bool = False,
         on_fallback: t.Callable[[LedgerError], None] | None = None,
         retry_seconds: float = UNREACHABLE_RETRY_SECONDS,
+        known_unreachable: str = '',
     ) -> None:
+        """``known_unreachable``: why another process of this run just found the server unreachable; then the
+        fallback file stands in from the start, and the server is tried again only after ``retry_seconds``."""
         self.spec = url
         self.location = mask_url(url)
         self.fallback_spec = fallback
@@ -148,6 +157,11 @@ class LedgerWithFallback:
         # first claim taken on them (see try_claim), or by the next reconnect.
         self._left_behind: set[tuple[str, str]] = set()
         self.claims: set[Claim] = set()
+        self._retry_after = retry_seconds
+        if known_unreachable:
+            # Said already, by the process that found it.
+            self.unreachable, self._lost_at = known_unreachable, time.monotonic()
+            return
         try:
             self._shared = postgres_ledger(url, warn=warn, read_only=read_only, retry_seconds=retry_seconds)
         except LedgerUnreachable as exc:
@@ -168,14 +182,20 @@ class LedgerWithFallback:
             if self._left_behind:
                 self._move_in()
             return self._shared is not None
-        if not force and time.monotonic() - self._lost_at < self._retry_seconds:
+        if not force and time.monotonic() - self._lost_at < self._retry_after:
             return False
         try:
-            self._shared = postgres_ledger(self.spec, warn=self._warn, read_only=self._read_only, retry_seconds=0)
+            self._shared = postgres_ledger(
+                self.spec, warn=self._warn, read_only=self._read_only, retry_seconds=0,
+                connect_timeout=RECONNECT_TIMEOUT_SECONDS,
+            )
         except LedgerUnreachable as exc:
             self._lost_at = time.monotonic()
             self.unreachable = str(exc)
+            # Each failed try waits twice as long for the next one, up to UNREACHABLE_RETRY_SECONDS.
+            self._retry_after = min(max(self._retry_after * 2, 1.0), max(self._retry_seconds, UNREACHABLE_RETRY_SECONDS))
             return False
+        self._retry_after = self._retry_seconds
         self.unreachable = ''
         self._move_in()
         return self._shared is not None

@@ -240,8 +240,13 @@ class PostgresLedger(Ledger):
     one of the same alert. A connection the server dropped (a restart) is opened again, once, transparently.
     """
 
-    def __init__(self, url: str, warn: t.Callable[[str], None] | None = None, read_only: bool = False) -> None:
+    def __init__(
+        self, url: str, warn: t.Callable[[str], None] | None = None, read_only: bool = False,
+        connect_timeout: int | None = None,
+    ) -> None:
+        """Connect to the ledger at ``url``; ``connect_timeout`` (seconds) caps the URL's own, for a quick retry."""
         super().__init__(warn)
+        self._connect_cap = connect_timeout
         self.spec = url
         self.location = mask_url(url)
         self._read_only = read_only
@@ -275,7 +280,8 @@ class PostgresLedger(Ledger):
             'tcp_user_timeout': '10000',
         }
         settings.update({name: str(value) for name, value in given.items() if value is not None})
-        settings['connect_timeout'] = str(_bounded_connect_timeout(settings['connect_timeout']))
+        seconds = _bounded_connect_timeout(settings['connect_timeout'])
+        settings['connect_timeout'] = str(min(seconds, self._connect_cap or seconds))
         options = [
             f'-c statement_timeout={STATEMENT_TIMEOUT_MS}',
             f'-c lock_timeout={LOCK_TIMEOUT_MS}',

@@ -675,7 +675,6 @@ class SqliteLedger(Ledger):
         return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
-
 @contextlib.contextmanager
 def _immediate(conn: sqlite3.Connection) -> t.Iterator[None]:
     conn.execute('BEGIN IMMEDIATE')
@@ -734,7 +733,6 @@ def _check_file_name(path: str) -> None:
         os.fsencode(path)
     except (UnicodeError, ValueError) as exc:
         raise LedgerError(f'the ledger path {path!r} is not a valid file name ({exc}); set ledger_path to another file') from None
-
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:

@@ -20,7 +20,6 @@ end-of-file without the ``end`` line.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -85,12 +84,15 @@ class OutboxSender:
     order; after a failure no new delivery starts, so an OK never overtakes the Alarm it resolves.
     """
 
-    def __init__(self, client: TemperstackClient, ledger_spec: str, fallback: str = '') -> None:
+    def __init__(self, client: TemperstackClient, ledger_spec: str, fallback: str = '', unreachable: str = '') -> None:
         self._client = client
         self._endpoint = client.endpoint
         self._ledger_spec = ledger_spec
         # With a shared ledger: the controller's file that stands in for it while its server is unreachable.
         self._fallback = fallback if fallback != ledger_spec else ''
+        # Why the callback found the shared ledger unreachable at the start of the run, if it did.
+        self._unreachable = unreachable
+        self._opening = False
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._closing = False
@@ -139,14 +141,16 @@ class OutboxSender:
 
     def _run(self) -> None:
         try:
+            self._opening = True
             self._ledger = open_ledger(
                 self._ledger_spec, fallback=self._fallback or None, on_fallback=self._fell_back,
+                **(_fallback_options(self._unreachable) if self._fallback else {}),
             )
         except LedgerError as exc:
             self._fail(str(exc))
             return
-        if isinstance(self._ledger, LedgerWithFallback):
-            self._ledger._retry_seconds = RECONNECT_SECONDS  # pylint: disable=protected-access
+        finally:
+            self._opening = False
         try:
             while True:
                 self._wake.wait()
@@ -160,6 +164,8 @@ class OutboxSender:
             self._ledger.close()
 
     def _fell_back(self, exc: LedgerError) -> None:
+        if self._opening:
+            return  # the callback found it unreachable too, and has said so
         self._fail(f'{exc}; alerts queued on this controller are delivered from {self._fallback}')
 
     def _drain(self, ledger: Ledger) -> None:
@@ -210,6 +216,7 @@ class SenderProcess:
 
     def __init__(
         self, client: TemperstackClient, ledger_spec: str, flush_timeout: float, run_token: str = '', fallback: str = '',
+        unreachable: str = '',
     ) -> None:
         self._settings = {
             'url': client.endpoint.url,
@@ -220,6 +227,7 @@ class SenderProcess:
             'ca_path': os.path.abspath(client.ca_path) if client.ca_path else None,
             'ledger_spec': ledger_spec,
             'fallback': fallback,
+            'unreachable': unreachable,
             'flush_timeout': flush_timeout,
             'run_token': run_token,
         }
@@ -322,9 +330,10 @@ def _serve(stdin: t.BinaryIO, stdout: t.TextIO) -> None:
         validate_certs=settings['validate_certs'],
         ca_path=settings['ca_path'],
     )
-    sender = OutboxSender(client, settings['ledger_spec'], settings.get('fallback') or '')
+    unreachable = settings.get('unreachable') or ''
+    sender = OutboxSender(client, settings['ledger_spec'], settings.get('fallback') or '', unreachable)
     sender.start()
-    holds = _HoldKeeper(settings['ledger_spec'], settings.get('run_token') or '', settings.get('fallback') or '')
+    holds = _HoldKeeper(settings['ledger_spec'], settings.get('run_token') or '', settings.get('fallback') or '', unreachable)
     holds.start()
     ended = False
     for line in _lines_while_parent_lives(stdin):
@@ -365,6 +374,12 @@ def _lines_while_parent_lives(stdin: t.BinaryIO) -> t.Iterator[bytes]:
         yield line
 
 
+def _fallback_options(unreachable: str) -> dict[str, t.Any]:
+    """How the delivery process uses a shared ledger: it tries a lost server again soon (its run's alerts go out in
+    this run once it answers), and not at all at first if the callback has just found it unreachable."""
+    return {'retry_seconds': RECONNECT_SECONDS, 'known_unreachable': unreachable}
+
+
 class _HoldKeeper:
     """Renews the run's held failures a few times per lease while the run goes on, in whichever ledger holds them.
 
@@ -372,9 +387,10 @@ class _HoldKeeper:
     that is not renewed expires, and its Alarm goes out as the failures seen so far, before its unit has ended.
     """
 
-    def __init__(self, ledger_spec: str, run_token: str, fallback: str = '') -> None:
+    def __init__(self, ledger_spec: str, run_token: str, fallback: str = '', unreachable: str = '') -> None:
         self._ledger_spec = ledger_spec
         self._fallback = fallback if fallback != ledger_spec else ''
+        self._unreachable = unreachable
         self._token = run_token
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name='temperstack-holds', daemon=True)
@@ -396,7 +412,10 @@ class _HoldKeeper:
                 pass  # the holds expire on their own, and the next run delivers them then
 
     def _open(self) -> Ledger:
-        return open_ledger(self._ledger_spec, fallback=self._fallback or None, on_fallback=lambda exc: None)
+        return open_ledger(
+            self._ledger_spec, fallback=self._fallback or None, on_fallback=lambda exc: None,
+            **(_fallback_options(self._unreachable) if self._fallback else {}),
+        )
 
     def _run(self) -> None:
         ledger: Ledger | None = None

@@ -306,7 +306,9 @@ class ContractSenderProcess:
     delivered: list[dict[str, str]] = []
     violations: list[list[str]] = []
 
-    def __init__(self, client: t.Any, ledger_path: str, flush_timeout: float, run_token: str = '', fallback: str = '') -> None:
+    def __init__(
+        self, client: t.Any, ledger_path: str, flush_timeout: float, run_token: str = '', fallback: str = '', unreachable: str = '',
+    ) -> None:
         # What the real delivery process needs to work at all (a socket timeout, a thread join, a bounded wait).
         with socket.socket() as probe:
             probe.settimeout(client.timeout)

@@ -95,7 +95,7 @@ class FakeSenderProcess:
 
     temperstack: Temperstack
 
-    def __init__(self, client, ledger_path, flush_timeout, run_token='', fallback='') -> None:
+    def __init__(self, client, ledger_path, flush_timeout, run_token='', fallback='', unreachable='') -> None:
         self.client = client
         self.ledger_path = ledger_path
         self.fallback = fallback
