@@ -324,7 +324,13 @@ class CallbackModule(CallbackBase):
             self._fallback = fallback_path(self.get_option('ledger_path'))
         # With a shared ledger, a server that does not answer in time is a fallback, never a reason to go without
         # alerts (see LedgerWithFallback).
-        return open_ledger(spec, warn=self._display.warning, fallback=self._fallback or None, on_fallback=self._fell_back)
+        ledger = open_ledger(spec, warn=self._display.warning, fallback=self._fallback or None, on_fallback=self._fell_back)
+        records, entries = getattr(ledger, 'moved', (0, 0))
+        if records or entries:
+            self._display.vv(
+                f'temperstack: moved {records} records and {entries} queued alerts kept on this controller into {ledger.location}'
+            )
+        return ledger
 
     def _fell_back(self, exc: LedgerError) -> None:
         self._display.warning(

@@ -214,3 +214,25 @@ options:
       - section: callback_temperstack
         key: ledger_url
 """
+
+    # For the modules of the action group that send nothing (alert_info, outbox): list it BEFORE the main fragment,
+    # whose descriptions of these options it replaces (the first fragment to name an option wins).
+    NOT_SENDING = r"""
+options:
+  timeout:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  retries:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  validate_certs:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+  ca_path:
+    description:
+      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
+        set it for every module of the group. Not used, since this module sends no request to Temperstack.
+"""

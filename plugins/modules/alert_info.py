@@ -24,6 +24,7 @@ description:
 author:
   - Temperstack alerting maintainers (@temperstack)
 extends_documentation_fragment:
+  - temperstack.alerting.connection.not_sending
   - temperstack.alerting.connection
   - temperstack.alerting._attributes
   - temperstack.alerting._attributes.action_group
@@ -62,22 +63,6 @@ options:
     description: Only alerts with an entry waiting in the outbox.
     type: bool
     default: false
-  timeout:
-    description:
-      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
-        set it for every module of the group. Not used, since this module sends no request to Temperstack.
-  retries:
-    description:
-      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
-        set it for every module of the group. Not used, since this module sends no request to Temperstack.
-  validate_certs:
-    description:
-      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
-        set it for every module of the group. Not used, since this module sends no request to Temperstack.
-  ca_path:
-    description:
-      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
-        set it for every module of the group. Not used, since this module sends no request to Temperstack.
 notes:
   - O(timeout), O(retries), O(validate_certs) and O(ca_path) are accepted, so that C(module_defaults) for the action
     group can set them for every module of the group, and not used, since this module sends nothing.

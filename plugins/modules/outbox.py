@@ -23,6 +23,7 @@ description:
 author:
   - Temperstack alerting maintainers (@temperstack)
 extends_documentation_fragment:
+  - temperstack.alerting.connection.not_sending
   - temperstack.alerting.connection
   - temperstack.alerting._attributes
   - temperstack.alerting._attributes.action_group
@@ -57,22 +58,6 @@ options:
         is the start of the endpoint's hash, never its key.
       - Before discarding them, consider moving them to the new key with M(temperstack.alerting.ledger_copy).
     type: str
-  timeout:
-    description:
-      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
-        set it for every module of the group. Not used, since this module sends no request to Temperstack.
-  retries:
-    description:
-      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
-        set it for every module of the group. Not used, since this module sends no request to Temperstack.
-  validate_certs:
-    description:
-      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
-        set it for every module of the group. Not used, since this module sends no request to Temperstack.
-  ca_path:
-    description:
-      - Accepted only so that C(module_defaults) for the action group C(group/temperstack.alerting.temperstack) can
-        set it for every module of the group. Not used, since this module sends no request to Temperstack.
 notes:
   - At least one of O(alert_id), O(older_than) and O(other_endpoint) is required, so that a bare task never
     empties the outbox.

@@ -156,6 +156,8 @@ class LedgerWithFallback:
         # Alerts of the fallback file that could not be moved in (a sender on this controller had them): moved by the
         # first claim taken on them (see try_claim), or by the next reconnect.
         self._left_behind: set[tuple[str, str]] = set()
+        # How many records and queued alerts this ledger has moved in from the fallback file so far.
+        self.moved = (0, 0)
         self.claims: set[Claim] = set()
         self._retry_after = retry_seconds
         if known_unreachable:
@@ -275,8 +277,7 @@ class LedgerWithFallback:
                 shared.release_holds(value)
             local.drop_note(name)
 
-    @staticmethod
-    def _move_alert(shared: Ledger, local: SqliteLedger, endpoint: str, alert_id: str) -> bool:
+    def _move_alert(self, shared: Ledger, local: SqliteLedger, endpoint: str, alert_id: str) -> bool:
         """Move one alert's facts, under its claim in both ledgers; False if either is held by a sender."""
         local_claim = local.try_claim(endpoint, alert_id, MOVE_LEASE_SECONDS)
         if local_claim is None:
@@ -290,9 +291,11 @@ class LedgerWithFallback:
                 if sent is not None:
                     _merge_record(shared, endpoint, sent, shared_claim)
                     local.forget(endpoint, alert_id)
+                    self.moved = (self.moved[0] + 1, self.moved[1])
                 for queued in local.pending(endpoint, alert_id):
                     shared.queue(endpoint, queued.alert, queued.hosts)
                     local.forget(endpoint, alert_id, queued.seq)
+                    self.moved = (self.moved[0], self.moved[1] + 1)
                 for withheld in local.withheld(endpoint, alert_id):
                     if not shared.withheld(endpoint, alert_id):
                         shared.withhold(endpoint, Alert(withheld.record.payload), withheld.record.hosts, withheld.silence)
