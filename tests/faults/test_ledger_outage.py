@@ -31,6 +31,9 @@ ledgers hold afterwards.
 6. After a run with the callback and an alert task against PostgreSQL, no connection of the collection is left.
 7. An AWX job (its HOME thrown away after the run): the server down when the run starts, a play fails, the server
    back before the run ends: PostgreSQL knows the Alarm as open afterwards, and the next job sends its OK.
+8. (Long run only.) A delivery process still sending an Alarm from the fallback file when the server is back and the
+   next run on that controller starts, which moves the fallback file in: the Alarm has one sender; Temperstack
+   receives Alarm, then (from a later green run) OK, and nothing after it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import typing as t
 
 import pytest
 
-from faultlib import SECRET_KEY, assert_clean, callback_env, first_json, ledger_rows, pick
+from faultlib import FULL, SECRET_KEY, assert_clean, callback_env, first_json, ledger_rows, pick
 from pg import SCHEMA, PgServer
 from test_interrupted import received, wait_for
 
@@ -746,3 +749,58 @@ def test_awx_job_writes_back_what_it_sent_in_an_outage_before_it_ends(harness, s
         f'the shared ledger holds {state} after the job (its fallback file held {kept}); warnings: {warnings_in(run)}'
     )
     assert after == {alert_id: ['Alarm', 'OK']}, f'after the next job Temperstack received {after}'
+
+
+# -- 8. a delivery process sending from the fallback file while the next run moves it in -----------------------------
+
+HELD_SEND_SECONDS = 5.0
+
+
+@pytest.mark.skipif(not FULL, reason='long run only (TEMPERSTACK_FAULTS_PROFILE=full)')
+def test_an_entry_sent_from_the_fallback_file_is_not_moved_in_meanwhile(harness, stand_in, postgres, place, figures):
+    started = time.monotonic()
+    database = 'outage_move_while_sending'
+    url = postgres.database(database)
+    job = new_job(place, stand_in, url)
+    # A send that waits is answered, not timed out (a timeout would send it again, as at-least-once delivery does).
+    job.env.update({'TEMPERSTACK_TIMEOUT': str(int(3 * HELD_SEND_SECONDS)), 'TEMPERSTACK_FLUSH_TIMEOUT': str(int(6 * HELD_SEND_SECONDS))})
+    postgres.stop()
+    # Each request waits at Temperstack: the failing run's delivery process is inside its send from the fallback file.
+    stand_in.latency(HELD_SEND_SECONDS)
+    try:
+        first = harness.start(playbook(place, 'play.yml'), env=job.env, inventory=hosts_ini(place),
+                              args=play_args(job, failing='h1'))
+        assert wait_for(lambda: stand_in.stats()['in_flight'] >= 1 or first[0].poll() is not None, 120), 'no send started'
+        assert stand_in.stats()['in_flight'] >= 1, 'the failing run ended before its Alarm was sent'
+    finally:
+        postgres.start()
+    # The server is back, and the next run on that controller starts while the Alarm is still on its way.
+    again = new_job(place, stand_in, url, home=job.home)
+    again.env.update({name: job.env[name] for name in ('TEMPERSTACK_TIMEOUT', 'TEMPERSTACK_FLUSH_TIMEOUT')})
+    second = harness.start(playbook(place, 'play.yml'), env=again.env, inventory=hosts_ini(place), args=play_args(again))
+    try:
+        runs = [finish(harness, first), finish(harness, second)]
+    finally:
+        stand_in.latency(0)
+    for run in runs:
+        check_run(run, postgres)
+    assert [run.rc for run in runs] == [2, 0], [run.stdout[-2000:] for run in runs]
+    while_sending = story(stand_in)
+    state_between = pg_state(postgres, database)
+    third = harness.playbook(playbook(place, 'play.yml'), env=again.env, inventory=hosts_ini(place), args=play_args(again),
+                             timeout=RUN_TIMEOUT)
+    check_run(third, postgres)
+    assert third.rc == 0, third.stdout[-3000:]
+    got = story(stand_in)
+    state = pg_state(postgres, database)
+    figures.set('ledger_outage', 'move_while_sending', {
+        'received_after_the_two_runs': while_sending, 'shared_ledger_after_the_two_runs': state_between, 'received': got,
+        'shared_ledger': state, 'fallback_file': file_state(job.fallback), 'test_seconds': round(time.monotonic() - started, 1),
+    })
+    alert_id = only_alert(got)
+    assert got == {alert_id: ['Alarm', 'OK']}, (
+        f'Temperstack received {got} (after the two runs: {while_sending}); the shared ledger holds {state} '
+        f'(after the two runs: {state_between}); warnings: {[warnings_in(run) for run in runs]}'
+    )
+    assert records(state) == [(alert_id, 'OK')] and state['outbox'] == [], state
+    assert file_state(job.fallback) == {'alerts': [], 'outbox': []}, file_state(job.fallback)
