@@ -21,10 +21,14 @@ DEFAULT_LEDGER_PATH = os.path.join('~', '.ansible', 'temperstack', 'ledger.sqlit
 LEDGER_PATH_ENV = 'TEMPERSTACK_LEDGER_PATH'
 
 # Masked on the raw text, before anything tries to parse it: a URL too malformed to parse (an unclosed IPv6
-# bracket, a bad %-escape) must not show its password in the message that says so. The user part of any
-# scheme's URL up to its last '@' before the path, and every password=... (query or key/value connection string).
-_USERINFO_PASSWORD = re.compile(r'(?P<head>[A-Za-z][A-Za-z0-9+.-]{0,31}://[^:/?#@\s]*):[^/?#\s]*@')
+# bracket, a bad %-escape) must not show its password in the message that says so. In free text: the user part of
+# any scheme's URL, and every password=... (query or key/value connection string).
+_USERINFO_PASSWORD = re.compile(r'(?P<head>[A-Za-z][A-Za-z0-9+.-]{0,31}://[^:/?#@\s]*):[^/?#\s@]*(?:@[^/?#\s@]*)*@')
 _PASSWORD_PARAMETER = re.compile(r'(?i)(?P<head>\bpassword\s*=\s*)(?:\'(?:[^\'\\]|\\.)*\'|[^&#\s]*)')
+# In one URL as given (ledger_url), libpq reads the user part up to its last '@': a password may hold '#', '?', '/'
+# or a space that were never %-encoded.
+_URL_USERINFO = re.compile(r'^(?P<head>\s*[A-Za-z][A-Za-z0-9+.-]{0,31}://[^:/?#@\s]*):(?P<password>.*)@(?P<tail>[^@]*)$', re.S)
+_URL_PASSWORD_PARAMETER = re.compile(r'(?i)(?P<head>[?&]password=)(?P<password>[^&]*)')
 
 
 def default_ledger_path(environ: t.Mapping[str, str] | None = None) -> str:
@@ -39,19 +43,29 @@ def is_url(spec: str | None) -> bool:
 
 def mask_url(text: str) -> str:
     """``text`` fit for any message: every URL password (user part or ``password=`` parameter) masked, whatever
-    the scheme and however malformed the rest."""
+    the scheme and however malformed the rest. ``text`` may be one URL as given, or a message quoting URLs."""
+    whole = _URL_USERINFO.match(text)
+    if whole is not None and '://' in text:
+        text = f'{whole.group("head")}:{MASK}@{whole.group("tail")}'
+    if '://' in text and not any(char.isspace() for char in text.strip()):
+        text = _URL_PASSWORD_PARAMETER.sub(lambda match: match.group('head') + MASK, text)
     text = _USERINFO_PASSWORD.sub(lambda match: f'{match.group("head")}:{MASK}@', text)
     return _PASSWORD_PARAMETER.sub(lambda match: match.group('head') + MASK, text)
 
 
 def passwords_in(url: str) -> set[str]:
-    """The passwords a connection URI holds, as written and %-decoded, for masking what a driver quotes back."""
+    """The passwords a connection URI or string holds, as written and %-decoded, to mask what a driver quotes back."""
     found = set()
-    for match in re.finditer(r'[A-Za-z][A-Za-z0-9+.-]{0,31}://[^:/?#@\s]*:(?P<password>[^/?#\s]*)@', url):
-        found.add(match.group('password'))
-    for match in re.finditer(r'(?i)\bpassword\s*=\s*(?P<password>[^&#\s]*)', url):
-        found.add(match.group('password'))
-    return {variant for secret in found for variant in (secret, unquote(secret)) if variant}
+    whole = _URL_USERINFO.match(url)
+    if whole is not None:
+        found.add(whole.group('password'))
+    found.update(match.group('password') for match in _URL_PASSWORD_PARAMETER.finditer(url))
+    for match in re.finditer(r'(?i)\bpassword\s*=\s*(?:\'(?P<quoted>(?:[^\'\\]|\\.)*)\'|(?P<plain>[^&#\s]*))', url):
+        found.add(match.group('quoted') or match.group('plain') or '')
+    variants = {variant for secret in found for variant in (secret, unquote(secret)) if variant}
+    # A password cut where libpq cuts it (at '#', '?', '/' or a space) still shows its first part in a message.
+    variants |= {part for secret in list(variants) for part in re.split(r'[#?/\s]', secret) if len(part) >= 4}
+    return variants
 
 
 def mask_passwords(text: str, url: str) -> str:

@@ -29,6 +29,13 @@ SECRET = 'Hunter2SecretPW'
     f'host=db.example.com user=ts_user password={SECRET} dbname=x',  # a key/value connection string
     f"host=db password='{SECRET} with spaces' dbname=x",
     f'postgresql://ts_user:{SECRET}@db1,db2:5433/x?target_session_attrs=read-write',
+    # Characters a password may hold that were never %-encoded: libpq reads the user part up to its last '@'.
+    f'postgresql://ts_user:{SECRET}#1@127.0.0.1:1/temperstack',
+    f'postgresql://ts_user:{SECRET}?1@127.0.0.1:1/temperstack',
+    f'postgresql://ts_user:{SECRET}/1@127.0.0.1:1/temperstack',
+    f'postgresql://ts_user:{SECRET} 1@127.0.0.1:1/temperstack',
+    f'postgresql://ts_user:{SECRET}#1@[::1/temperstack',
+    f'postgresql://ts_user@127.0.0.1:1/temperstack?password={SECRET}%ZZ',
 ])
 def test_no_password_survives_masking_whatever_the_url(url):
     shown = mask_url(url)
@@ -52,6 +59,12 @@ def test_a_url_that_is_not_a_postgresql_uri_is_refused_without_its_password(url)
     with pytest.raises(LedgerError, match='ledger_url must be a PostgreSQL connection URI') as refused:
         check_ledger_url(url)
     assert 'Hunter2' not in str(refused.value)
+
+
+@pytest.mark.parametrize('quoted', ['Hunter2SecretPW', 'Hunter2SecretPW#1', 'Hunter2SecretPW 1'])
+def test_a_password_quoted_back_in_part_or_whole_is_masked(quoted):
+    url = f'postgresql://ts_user:{quoted}@127.0.0.1:1/temperstack'
+    assert 'Hunter2' not in mask_passwords(f'invalid URI query parameter: "{quoted.split("#")[0]}"', url)
 
 
 def test_what_a_driver_quotes_back_is_masked_decoded_and_short_passwords_only_as_words():
