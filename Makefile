@@ -32,6 +32,8 @@
 #                     against the stand-in
 #   make galaxy-importer  build, then galaxy-importer on the tarball (offline)
 #   make demo         build + install the tarball, run examples/ against a stand-in
+#   make demo-eda     the stand-in and ansible-rulebook with the shipped rulebook: curl an
+#                     Alarm, the remediation's OK arrives (docs/event-driven.md; --check: by itself)
 #   make bench        benchmarks (tools/bench/, 25-40 minutes on an idle machine):
 #                     writes docs/performance.md; BENCH_ARGS='--cases 4' for one case
 #   make bench-smoke  one scaled-down iteration of every benchmark case (in test)
@@ -307,6 +309,12 @@ demo:
 	@tools/demo.sh --announce
 	@$(MAKE) --no-print-directory build
 	DEMO_VENV=$(VENV) DEMO_COLLECTIONS_PATH=$(INSTALL_DIR) tools/demo.sh
+
+# tools/demo_eda.sh: see the comment at its top. DEMO_EDA_ARGS=--check posts the Alarm itself and exits.
+DEMO_EDA_ARGS ?=
+.PHONY: demo-eda
+demo-eda: $(VENV_STAMP) $(VENV_EDA_STAMP)
+	DEMO_VENV=$(VENV) DEMO_EDA_VENV=$(VENV_EDA) tools/demo_eda.sh $(DEMO_EDA_ARGS)
 
 # --- build ----------------------------------------------------------------------
 # Built from a fresh copy of the source tree (same file list as `make stage`),
