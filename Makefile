@@ -372,7 +372,7 @@ lint-changelog: $(VENV_LINT_STAMP) $(STAGE_DEP)
 # The example execution environment is a valid ansible-builder 3 definition
 # (`create` only writes the build context: no container engine, no Galaxy), and
 # ansible-builder reads meta/execution-environment.yml, and finds there psycopg, which
-# the shared ledger (ledger_url) needs.
+# the shared ledger (ledger_url) needs. The example decision environment (EDA) is valid too.
 lint-ee: $(VENV_LINT_STAMP) $(STAGE_DEP)
 	rm -rf $(LINT_WORK)/ee-context
 	$(lint_in) ansible-builder create --file examples/execution-environment/execution-environment.yml \
@@ -380,6 +380,11 @@ lint-ee: $(VENV_LINT_STAMP) $(STAGE_DEP)
 	grep -q '^- name: temperstack\.alerting$$' $(LINT_WORK)/ee-context/_build/requirements.yml
 	$(lint_in) ansible-builder introspect --sanitize $(abspath $(STAGE)/../../..) | tee $(LINT_WORK)/ee-introspect.txt
 	grep -q 'psycopg\[binary\]>=3.1' $(LINT_WORK)/ee-introspect.txt
+	rm -rf $(LINT_WORK)/de-context
+	$(lint_in) ansible-builder create --file examples/decision-environment/decision-environment.yml \
+		--context $(LINT_WORK)/de-context --output-filename Containerfile
+	grep -q '^ansible-rulebook' $(LINT_WORK)/de-context/_build/requirements.txt
+	grep -q '^- name: temperstack\.alerting$$' $(LINT_WORK)/de-context/_build/requirements.yml
 
 # --- after the build: the artifact as users get it ------------------------------
 # Both build first; `make test` runs `build` as a step of its own and passes
