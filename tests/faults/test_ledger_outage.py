@@ -14,7 +14,7 @@ ledgers hold afterwards.
 
 1. A play fails on one host, then the server is stopped and started again while the play goes on past the hold
    lease: its Alarm reaches Temperstack exactly once. The same with the embedded SQLite ledger and a play that
-   outlasts the lease by far.
+   outlasts the lease.
 2. A failing run while the server is down (its Alarm is sent, the fallback file keeps it), then two green runs on
    that controller with the server up: the first sends the OK (the Alarm sent during the outage is known as open),
    and nothing comes after the OK.
