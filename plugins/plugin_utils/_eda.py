@@ -191,6 +191,9 @@ def _hosts_of_open_alarm(url: str | None, path: str | None, endpoint_key: str, a
     except LedgerError as exc:
         warn(f'{NAME}: cannot read the ledger ({exc}); alert {alert_id!r} passed on without meta.hosts')
         return []
+    except Exception as exc:  # pylint: disable=broad-exception-caught  # an event is never lost to a ledger fault
+        warn(f'{NAME}: unexpected {type(exc).__name__} reading the ledger; alert {alert_id!r} passed on without meta.hosts')
+        return []
     if record is None:
         warn(f'{NAME}: the ledger does not know alert {alert_id!r}; meta.hosts not set')
         return []

@@ -83,7 +83,8 @@ EXAMPLES = r"""
           name: remediate.yml
 """
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: ansible-rulebook runs this file by path, as a module called <run_path>.
+logger = logging.getLogger('temperstack.alerting.normalize')
 
 
 def _plugin_utils() -> t.Any:

@@ -122,7 +122,8 @@ UNAUTHENTICATED_MESSAGE = (
 # Never put into an event, never logged.
 _SECRET_HEADERS = frozenset(('authorization', 'proxy-authorization', 'cookie', 'x-hub-signature', 'x-hub-signature-256'))
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: ansible-rulebook runs this file by path, as a module called <run_path>.
+logger = logging.getLogger('temperstack.alerting.webhook')
 
 
 def _plugin_utils() -> t.Any:
@@ -305,8 +306,11 @@ def build_app(queue: asyncio.Queue[t.Any], args: t.Mapping[str, t.Any]) -> web.A
             'payload': payload,
             'meta': {'endpoint': request.match_info.get('endpoint', ''), 'headers': _visible_headers(request, settings)},
         }
-        # The ledger may be a file or a server: never on the event loop, which serves other requests meanwhile.
-        event = await asyncio.to_thread(eda.normalize_event, event, settings.filter_options, logger.warning)
+        if settings.filter_options['hosts_from'] == 'ledger':
+            # The ledger may be a file or a server: never on the event loop, which serves other requests meanwhile.
+            event = await asyncio.to_thread(eda.normalize_event, event, settings.filter_options, logger.warning)
+        else:
+            event = eda.normalize_event(event, settings.filter_options, logger.warning)
         fields = event.get('temperstack') or {}
         if dedup.seen(fields.get('alert_id'), payload):
             logger.info('%s: duplicate delivery of alert %r dropped', NAME, fields.get('alert_id'))

@@ -251,3 +251,14 @@ def test_runs_when_loaded_by_path_as_ansible_rulebook_does(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)['temperstack']['status'] == 'OK'
     assert _eda.HOSTS_FROM == ('ledger', 'resource_id', 'none')
+
+
+def test_an_unexpected_ledger_fault_is_a_warning_not_a_lost_event(monkeypatch, caplog):
+    from ansible_collections.temperstack.alerting.plugins.plugin_utils import _ledger_open  # pylint: disable=import-outside-toplevel
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError('disk on fire')
+    monkeypatch.setattr(_ledger_open, 'open_ledger', broken)
+    event = run({'payload': dict(ALARM)}, webhook_url=WEBHOOK_URL)
+    assert event['temperstack']['alert_id'] == ALARM['alert_id'] and 'meta' not in event
+    assert any('unexpected RuntimeError' in message for message in warnings(caplog))

@@ -154,6 +154,22 @@ def test_missing_or_wrong_token_is_401_without_detail(headers, caplog):
     assert TOKEN not in caplog.text and 'wrong' not in caplog.text
 
 
+def test_no_secret_or_signature_is_logged_or_queued(caplog):
+    caplog.set_level(logging.DEBUG)
+    body = json.dumps(ALARM).encode()
+    signature = sign(body)
+
+    async def scenario(client, queue):
+        status, _text = await post(client, body, headers={**bearer(), 'X-Temperstack-Signature': signature,
+                                                           'Cookie': 'session=c00kie'})
+        return status, queue.get_nowait()
+    status, event = serve({'token': TOKEN, 'hmac_secret': SECRET, 'hosts_from': 'ledger'}, scenario)
+    assert status == 200
+    for secret in (TOKEN, SECRET, signature, 'c00kie'):
+        assert secret not in caplog.text
+        assert secret not in json.dumps(event)
+
+
 def test_token_is_compared_in_constant_time(monkeypatch):
     calls = []
     real = hmac.compare_digest
