@@ -185,6 +185,23 @@ def test_token_is_compared_in_constant_time(monkeypatch):
     assert calls == [(b'wrong', TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
 
 
+def test_signature_is_compared_in_constant_time(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+    monkeypatch.setattr(webhook.hmac, 'compare_digest', spy)
+    body = json.dumps(ALARM).encode()
+
+    async def scenario(client, _queue):
+        return [(await post(client, body, headers={'X-Temperstack-Signature': given}))[0] for given in ('00', sign(body))]
+    assert serve({'hmac_secret': SECRET}, scenario) == [401, 200]
+    assert [given for given, _expected in calls] == [b'00', sign(body).encode()]
+    assert all(expected == sign(body).encode() for _given, expected in calls)
+
+
 @pytest.mark.parametrize('fmt, prefix', [('hex', ''), ('hex', 'sha256='), ('base64', ''), ('base64', 'sha256=')])
 def test_good_signature_is_accepted(fmt, prefix):
     body = json.dumps(ALARM).encode()
