@@ -19,8 +19,13 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger impor
     LedgerError,
     Silence,
 )
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import open_ledger
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import check_ledger_url, ledger_spec
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import keep_silences_for_outage, open_ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec import (
+    check_ledger_url,
+    fallback_path,
+    is_url,
+    ledger_spec,
+)
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._silences import build_silence, describe_silence, matches
 
 ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
@@ -59,6 +64,9 @@ class ActionModule(ActionBase):
                     result.update(_present(ledger, wanted, fixed_window, check_mode))
                 else:
                     result.update(_absent(ledger, args['name'], check_mode))
+                if is_url(spec) and result['changed'] and not check_mode:
+                    # Silences hold during an outage of the shared ledger only as this controller last knew them.
+                    keep_silences_for_outage(fallback_path(args['ledger_path']), ledger.silences())
         except (AlertValidationError, LedgerError) as exc:
             result.update(failed=True, msg=str(exc))
             return result

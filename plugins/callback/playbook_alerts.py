@@ -310,6 +310,8 @@ class CallbackModule(CallbackBase):
 
     def _prepare_ledger(self) -> None:
         try:
+            if isinstance(self._ledger, LedgerWithFallback) and not self._ledger.degraded:
+                self._ledger.silences()  # kept in the fallback file, should the server be lost during the run
             self._ledger.prune_if_due()
             # Failures held by a run on this controller that was killed outright (its delivery process too) are
             # delivered now, before this run's own alerts.

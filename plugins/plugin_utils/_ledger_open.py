@@ -311,8 +311,8 @@ class LedgerWithFallback:
         if silences == self._cached_silences or self._read_only:
             return
         local = self.local(create=bool(silences))
-        if local is not None and local.silences() != silences:
-            local.replace_silences(silences)
+        if local is not None:
+            _keep_silences(local, silences)
         self._cached_silences = silences
 
     # -- the Ledger interface ----------------------------------------------------------------------------------------
@@ -509,6 +509,18 @@ class LedgerWithFallback:
 
 
 Ledger.register(LedgerWithFallback)
+
+
+def keep_silences_for_outage(fallback: str, silences: list[Silence]) -> None:
+    """Make ``silences`` (just read from the shared ledger) what the fallback file honours during an outage."""
+    if silences or os.path.exists(fallback):
+        with SqliteLedger(fallback) as local:
+            _keep_silences(local, silences)
+
+
+def _keep_silences(local: SqliteLedger, silences: list[Silence]) -> None:
+    if local.silences() != silences:
+        local.replace_silences(silences)
 
 
 def _alerts_in(local: SqliteLedger) -> list[tuple[str, str]]:

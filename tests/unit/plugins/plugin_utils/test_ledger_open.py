@@ -24,7 +24,11 @@ import pytest
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._client import TemperstackClient
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import dispatch, send_outbox
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import LedgerError, LedgerUnreachable, Silence
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import LedgerWithFallback, open_ledger
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import (
+    LedgerWithFallback,
+    keep_silences_for_outage,
+    open_ledger,
+)
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_sqlite import SqliteLedger
 from ansible_collections.temperstack.alerting.tests.unit.fakes import FakeResponse
 from ansible_collections.temperstack.alerting.tests.unit.tcp_proxy import TcpProxy
@@ -361,6 +365,20 @@ def test_silences_read_from_the_server_are_honoured_during_an_outage(fleet, pg_r
     other = dispatch(make_alert(alert_id='not-silenced', status='Alarm'), endpoint, ledger, webhook.client(endpoint),
                      fail_open=True)
     assert other.sent  # fail open for everything else
+
+
+def test_a_silence_kept_for_an_outage_is_honoured_though_no_decision_read_it_before(
+    fleet, pg_relay, shared, endpoint, make_alert, webhook, fallback,
+):
+    proxy, _url = pg_relay
+    shared.put_silence(Silence('maintenance', alert_ids=(ALERT_ID,), starts=time.time() - 1, ends=time.time() + 3600))
+    keep_silences_for_outage(fallback, shared.silences())  # what the silence module does after changing one
+    proxy.down()
+    outcome = dispatch(alarm(make_alert), endpoint, fleet(), webhook.client(endpoint), fail_open=True)
+    assert (outcome.sent, outcome.silenced) == (False, 'maintenance')
+
+    keep_silences_for_outage(fallback, [])  # the silence removed: the fallback file forgets it too
+    assert dispatch(alarm(make_alert), endpoint, fleet(), webhook.client(endpoint), fail_open=True).sent
 
 
 def test_flap_damping_goes_on_counting_in_the_fallback_file(fleet, pg_relay, endpoint, make_alert, webhook):
