@@ -119,6 +119,7 @@ UNAUTHENTICATED_MESSAGE = (
     'TOKEN), hmac_secret (requests then carry a signature of their body), or both; or set allow_unauthenticated: '
     'true to accept requests from anyone who can reach the port'
 )
+_BOOLEANS = {'true': True, 'yes': True, 'on': True, '1': True, 'false': False, 'no': False, 'off': False, '0': False, '': False}
 # Never put into an event, never logged.
 _SECRET_HEADERS = frozenset(('authorization', 'proxy-authorization', 'cookie', 'x-hub-signature', 'x-hub-signature-256'))
 
@@ -195,6 +196,9 @@ def settings_from(args: t.Mapping[str, t.Any]) -> Settings:
     token = _secret(own, 'token')
     hmac_secret = _secret(own, 'hmac_secret')
     allow = own.get('allow_unauthenticated', False)
+    if isinstance(allow, str) and allow.strip().lower() in _BOOLEANS:
+        # A rulebook variable rendered into the source's arguments arrives as text.
+        allow = _BOOLEANS[allow.strip().lower()]
     if not isinstance(allow, bool):
         raise ValueError(f'{NAME}: allow_unauthenticated must be true or false')
     if token is None and hmac_secret is None and not allow:

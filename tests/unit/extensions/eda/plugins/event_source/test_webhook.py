@@ -68,11 +68,12 @@ def test_refuses_to_start_without_authentication_naming_the_three_options(args):
     assert message == webhook.UNAUTHENTICATED_MESSAGE
 
 
-def test_allow_unauthenticated_accepts_anyone():
+@pytest.mark.parametrize('allow', [True, 'true', 'Yes'])
+def test_allow_unauthenticated_accepts_anyone(allow):
     async def scenario(client, queue):
         assert (await post(client, ALARM))[0] == 200
         assert queue.qsize() == 1
-    serve({'allow_unauthenticated': True}, scenario)
+    serve({'allow_unauthenticated': allow}, scenario)
 
 
 @pytest.mark.parametrize('args, named', [
@@ -85,7 +86,8 @@ def test_allow_unauthenticated_accepts_anyone():
     ({'port': 1, 'hmac_secret': SECRET, 'hmac_format': 'octal'}, 'hmac_format'),
     ({'port': 1, 'token': TOKEN, 'max_body_bytes': 0}, 'max_body_bytes'),
     ({'port': 1, 'token': TOKEN, 'dedup_seconds': -1}, 'dedup_seconds'),
-    ({'port': 1, 'token': TOKEN, 'allow_unauthenticated': 'yes'}, 'allow_unauthenticated'),
+    ({'port': 1, 'token': TOKEN, 'allow_unauthenticated': 'maybe'}, 'allow_unauthenticated'),
+    ({'port': 1, 'allow_unauthenticated': 'false'}, 'allow_unauthenticated'),
     ({'port': 1, 'token': TOKEN, 'keyfile': '/k.pem'}, 'keyfile'),
     ({'port': 1, 'token': TOKEN, 'cafile': '/ca.pem'}, 'cafile'),
     ({'port': 1, 'token': TOKEN, 'hosts_from': 'dns'}, 'hosts_from'),
@@ -160,8 +162,8 @@ def test_no_secret_or_signature_is_logged_or_queued(caplog):
     signature = sign(body)
 
     async def scenario(client, queue):
-        status, _text = await post(client, body, headers={**bearer(), 'X-Temperstack-Signature': signature,
-                                                           'Cookie': 'session=c00kie'})
+        headers = {**bearer(), 'X-Temperstack-Signature': signature, 'Cookie': 'session=c00kie'}
+        status, _text = await post(client, body, headers=headers)
         return status, queue.get_nowait()
     status, event = serve({'token': TOKEN, 'hmac_secret': SECRET, 'hosts_from': 'ledger'}, scenario)
     assert status == 200
