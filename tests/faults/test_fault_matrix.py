@@ -251,7 +251,9 @@ def run_module_case(harness, fault: Fault, directory: str, certificates, baselin
     }
 
 
-SUMMARY = re.compile(r'^Temperstack: (.*)$', re.M)
+SUMMARY = re.compile(r'^Temperstack: (?!delivering )(.*)$', re.M)
+# The one line a slow end of run prints while it waits for its deliveries (after about 2 s).
+PROGRESS = re.compile(r'^Temperstack: delivering (?:\d+ )?alerts? \(up to \d+ s more\)\.\.\.$', re.M)
 WARNING = re.compile(r'\[WARNING\]: temperstack: (.*)')
 
 
@@ -277,6 +279,8 @@ def run_callback_case(harness, fault: Fault, directory: str, certificates, basel
     if (first.rc, second.rc) != (2, 0):
         problems.append(f'exit codes {first.rc}, {second.rc}: the callback changed them (expected 2, 0)')
     summary = ' / '.join(SUMMARY.findall(first.stdout))
+    if len(PROGRESS.findall(first.stdout)) > 1:
+        problems.append(f'more than one progress line: {PROGRESS.findall(first.stdout)}')
     warnings = [' '.join(w.split()) for w in WARNING.findall(' '.join(first.stderr.split('\n[WARNING]')).replace('\n', ' '))]
     warning = ' | '.join(warnings)
     queued = [status for _seq, _alert_id, status in after_first['outbox']]

@@ -289,7 +289,7 @@ def pg_state(postgres: PgServer, database: str) -> dict[str, list[tuple]]:
 
 
 def records(state: dict[str, list[tuple]]) -> list[tuple[str, str]]:
-    return [(alert_id, status) for alert_id, status, *_hosts in state['alerts']]
+    return [(row[0], row[1]) for row in state['alerts']]
 
 
 def file_state(path: str) -> dict[str, list[tuple]]:

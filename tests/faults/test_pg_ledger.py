@@ -704,7 +704,8 @@ def test_a_killed_claim_holder_delays_others_by_at_most_its_lease(harness, stand
         assert wait_for(lambda: stand_in.stats()['in_flight'] >= 1 or process.poll() is not None, 120), 'the send never started'
         claims = postgres.tables(database)['claims']
         assert [alert_id for alert_id, _holder, _expires in claims] == ['held-alert'], claims
-        pid = claims[0][1].rpartition(':')[2]
+        # host:pid:start@boot/pid-namespace (plugins/plugin_utils/_holder.py)
+        pid = claims[0][1].split('@', 1)[0].split(':')[1]
         assert int(pid) in descendants(process.pid), f'the claim is held by {claims[0][1]}, not by a worker of the run'
         lease = claims[0][2] - float(postgres.query(database, 'SELECT extract(epoch from clock_timestamp())')[0][0])
         kill_everything(process.pid)
