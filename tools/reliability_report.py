@@ -342,6 +342,66 @@ def pg_ledger_section(section: dict) -> list[str]:  # pylint: disable=too-many-l
     return out
 
 
+# The cases of test_ledger_outage.py, in the order the page lists them, with what each must show.
+LEDGER_OUTAGE = {
+    'restart_past_lease': ('a play fails, the server restarts, the play outlasts its hold lease', 'the play\'s Alarm once'),
+    'sqlite_past_lease': ('the same with the embedded SQLite ledger', 'the play\'s Alarm once'),
+    'outage_then_green': ('a failing run with the server down, then two green runs on that controller',
+                          'Alarm, then the OK from the first green run, nothing after'),
+    'silence': ('a silence set with the server up, then an Alarm it covers during an outage', 'nothing: withheld'),
+    'damping': ('failures_before_alarm: 2 during an outage', 'nothing at the first failure, the Alarm at the second'),
+    'mid_run_holds_back-after-the-run': ('a hold written before the server was lost mid-run; a green run; a run past the lease',
+                            'Alarm, OK, and no Alarm after the OK'),
+    'mid_run_holds_back-before-the-run-ends': ('the same, the server back before the failing run ends', 'Alarm, OK'),
+    'connections': ('a callback run and module tasks', 'no connection of the collection left after the run'),
+    'awx_job': ('an AWX job (its HOME thrown away) fails in an outage; the server is back before it ends',
+                'the Alarm known open in PostgreSQL; the next job sends the OK'),
+    'move_while_sending': ('a delivery process sends from the fallback file while the next run moves it in', 'Alarm, OK'),
+}
+
+
+def ledger_outage_rows(section: dict) -> list[list[object]]:
+    if not section:
+        return []
+    forms = [name for name in section if name.startswith('odd_url_')]
+    leaks = sum(bool(section[name].get('password_in')) for name in forms)
+    return [['10. shared ledger outages', f"{len([n for n in LEDGER_OUTAGE if n in section])} outage stories, "
+             f"{len(forms)} malformed ledger_url forms at -vvv",
+             f"what each story received is in section 10; the password was in {leaks} of {len(forms)} runs' output"]]
+
+
+def _received(figures: dict) -> str:
+    got = figures.get('received')
+    if not isinstance(got, dict):
+        return '-'
+    return '; '.join(f"{alert_id}: {', '.join(statuses)}" for alert_id, statuses in sorted(got.items())) or 'nothing'
+
+
+def ledger_outage_section(section: dict) -> list[str]:
+    if not section:
+        return []
+    out = ['\n## 10. The shared ledger through an outage\n']
+    out.append(
+        'Real `ansible-playbook` runs against the suite\'s PostgreSQL server, stopped and started with `pg_ctl` '
+        '(tests/faults/test_ledger_outage.py). Holds are shortened to a few seconds for these runs '
+        '(`_TEMPERSTACK_TEST_HOLD_LEASE_SECONDS`) so that a play can outlast them. "Received" is what the Temperstack '
+        'stand-in got, per alert, in order.\n'
+    )
+    rows = [[label, must, _received(section[name]), seconds(section[name].get('test_seconds'))]
+            for name, (label, must) in LEDGER_OUTAGE.items() if name in section]
+    out.append(table(['story', 'must show', 'received', 'test time'], rows))
+    forms = sorted(name for name in section if name.startswith('odd_url_'))
+    if forms:
+        out.append(
+            '\nA `ledger_url` that libpq cannot parse, or parses into a server that is not there, in a module task and '
+            'in the callback, at `-vvv`: the password must be nowhere in what the run prints or writes.\n'
+        )
+        out.append(table(['form', 'to libpq', 'password found in'], [
+            [name[len('odd_url_'):].replace('-', ' '), section[name].get('kind'),
+             ', '.join(section[name].get('password_in') or []) or 'nowhere'] for name in forms]))
+    return out
+
+
 def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-statements
     machine, sections, outcome = data['machine'], data['sections'], data['outcome']
     out = []
@@ -408,6 +468,7 @@ def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-state
                         f"{sum(v['duplicates'] for v in order_variants)} duplicates; outbox empty, every alert on record as OK"])
     summary += interrupted_rows(sections.get('interrupted', {}))
     summary += pg_ledger_rows(sections.get('pg_ledger', {}))
+    summary += ledger_outage_rows(sections.get('ledger_outage', {}))
     out.append('\n## Summary\n')
     out.append(table(['item', 'what was tried', 'result'], summary))
 
@@ -593,6 +654,7 @@ def render(data: dict) -> str:  # pylint: disable=too-many-locals,too-many-state
 
     out += interrupted_section(sections.get('interrupted', {}))
     out += pg_ledger_section(sections.get('pg_ledger', {}))
+    out += ledger_outage_section(sections.get('ledger_outage', {}))
     out.append('\n' + FIXED)
     return '\n'.join(part.rstrip('\n') + '\n' for part in out).replace('\n\n\n', '\n\n')
 
