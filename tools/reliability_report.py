@@ -350,8 +350,10 @@ LEDGER_OUTAGE = {
                           'Alarm, then the OK from the first green run, nothing after'),
     'silence': ('a silence set with the server up, then an Alarm it covers during an outage', 'nothing: withheld'),
     'damping': ('failures_before_alarm: 2 during an outage', 'nothing at the first failure, the Alarm at the second'),
-    'mid_run_holds_back-after-the-run': ('a hold written before the server was lost mid-run; a green run; a run past the lease',
-                            'Alarm, OK, and no Alarm after the OK'),
+    'mid_run_holds_back-after-the-run': (
+        'a hold written before the server was lost mid-run; a green run; a run past the lease',
+        'Alarm, OK, and no Alarm after the OK',
+    ),
     'mid_run_holds_back-before-the-run-ends': ('the same, the server back before the failing run ends', 'Alarm, OK'),
     'connections': ('a callback run and module tasks', 'no connection of the collection left after the run'),
     'awx_job': ('an AWX job (its HOME thrown away) fails in an outage; the server is back before it ends',
