@@ -113,8 +113,8 @@ while IFS=$'\t' read -r where command; do
     out="$TS_WORK/commands/$n/out"
     mkdir -p "$home"
     set +e
-    # A new user: no inventory or interpreter set (ansible-test sets both), no ansible.cfg, a new HOME.
-    (cd "$home" && env -u ANSIBLE_INVENTORY -u ANSIBLE_PYTHON_INTERPRETER -u ANSIBLE_CONFIG HOME="$home" \
+    # A new user: no inventory, interpreter or playbook directory set (ansible-test sets them), no ansible.cfg, a new HOME.
+    (cd "$home" && env -u ANSIBLE_INVENTORY -u ANSIBLE_PYTHON_INTERPRETER -u ANSIBLE_CONFIG -u ANSIBLE_PLAYBOOK_DIR HOME="$home" \
         TEMPERSTACK_WEBHOOK_URL="$WEBHOOK_URL" TEMPERSTACK_LEDGER_PATH="$TS_WORK/commands/ledger.sqlite3" \
         bash -c "$command" </dev/null >"$out" 2>&1)
     rc=$?
