@@ -261,6 +261,7 @@ class CallbackModule(CallbackBase):
         self._routes: dict[tuple[t.Any, str], str] = {}
         self._warned: set[t.Any] = set()
         self._loader: t.Any = None
+        self._unnamed = DEFAULT_INTEGRATION
         self._flush_timeout = 30.0
         self._configured = False
         # This run's held failures (see _hold): the token that marks them, and per alert when it last wrote one.
@@ -299,6 +300,8 @@ class CallbackModule(CallbackBase):
                                     'webhook_url in the [callback_temperstack] section of ansible.cfg)') from None
             # Routing only: hosts that name no integration alert nowhere, and are told so.
             endpoint = None
+        # The integration of hosts that do not set temperstack_integration.
+        self._unnamed = integration_name(self.get_option('integration'))
         self._endpoints = {DEFAULT_INTEGRATION: endpoint} if endpoint is not None else {}
         origin = {name: options[name] for name in ('org', 'base_url') if options.get(name)}
         for name in named:
@@ -570,13 +573,15 @@ class CallbackModule(CallbackBase):
     def _resolve_route(self, host: t.Any) -> str:
         get_variable_manager = getattr(self._play, 'get_variable_manager', None)
         if get_variable_manager is None:
-            return DEFAULT_INTEGRATION
+            return self._unnamed
         try:
             variables = get_variable_manager().get_vars(play=self._play, host=host)
             value = variables.get(INTEGRATION_VARIABLE)
             if isinstance(value, str) and ('{{' in value or '{%' in value):
                 from ansible.template import Templar  # pylint: disable=import-outside-toplevel
                 value = Templar(loader=self._loader, variables=variables).template(value)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return self._unnamed
             return integration_name(value)
         except Exception as exc:  # pylint: disable=broad-exception-caught
             # An undefined variable in its template, a value that names nothing: still never a silent drop.

@@ -136,7 +136,9 @@ def configured_integrations(environ: t.Mapping[str, str] | None = None) -> list[
     for variable, value in environ.items():
         match = _NAMED_VARIABLE.match(variable)
         if match and value.strip() and match.group('suffix').strip('_'):
-            names.add(match.group('suffix').lower())
+            name = match.group('suffix').lower()
+            if name not in (DEFAULT_INTEGRATION, NO_INTEGRATION):
+                names.add(name)
     return sorted(names)
 
 
@@ -184,6 +186,32 @@ def resolve_integration(
         raise EndpointError(f'integration {name!r} ({url_variable if url else key_variable}): {exc}') from None
     endpoint.integration = name
     return endpoint
+
+
+def resolve_integrations(options: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | None = None) -> list[Endpoint]:
+    """The endpoints a listing covers: that of the ``integration`` option alone, or without it the default endpoint
+    (if one is configured) and every integration the environment gives an endpoint to."""
+    environ = os.environ if environ is None else environ
+    if _text(options.get('integration')):
+        endpoint = resolve_integration(options['integration'], options, environ)
+        if endpoint is None:
+            raise EndpointError(f'integration {NO_INTEGRATION!r} alerts nowhere: it has no endpoint and no alerts')
+        return [endpoint]
+    named = [name for name in configured_integrations(environ) if name not in (DEFAULT_INTEGRATION, NO_INTEGRATION)]
+    endpoints = []
+    try:
+        endpoints.append(resolve_endpoint(options, environ))
+    except EndpointError:
+        configured = any(_text(options.get(name)) for name in CONNECTION_OPTIONS) or any(
+            environ.get(variable, '').strip() for variable in ENV_VARS.values())
+        if configured or not named:
+            raise
+    origin = {name: options[name] for name in ('org', 'base_url') if _text(options.get(name))}
+    for name in named:
+        endpoint = resolve_integration(name, origin, environ)
+        if endpoint is not None and all(endpoint.ledger_key != other.ledger_key for other in endpoints):
+            endpoints.append(endpoint)
+    return endpoints
 
 
 def mask_url_secrets(text: str) -> str:

@@ -43,6 +43,7 @@ DEFAULT_OPTIONS: dict[str, t.Any] = {
     'api_key': API_KEY,
     'org': None,
     'base_url': BASE_URL,
+    'integration': None,
     'timeout': 10,
     'retries': 3,
     'validate_certs': True,

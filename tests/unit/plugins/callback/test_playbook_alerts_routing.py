@@ -162,3 +162,14 @@ def test_a_bad_integration_url_falls_back_with_a_warning_naming_the_variable(run
     assert [(i, s) for i, s, _id in temperstack.routed] == [('default', 'Alarm')]
     [warning] = [w for w in r.display.warnings if 'TEMPERSTACK_WEBHOOK_URL_BROKEN' in w]
     assert DB_KEY not in warning
+
+
+def test_the_callbacks_integration_option_routes_hosts_that_name_none(run, temperstack):
+    r = run(integration='db').playbook()
+    routed_play(r, {'web1': 'default'})
+    r.failed('app1').failed('web1').stats()
+    assert sorted((i, s) for i, s, _id in temperstack.routed) == [('db', 'Alarm'), ('default', 'Alarm')]
+    quiet = run(integration='none', scope='host').playbook()
+    routed_play(quiet, {})
+    quiet.failed('app2').stats()
+    assert len(temperstack.routed) == 2
