@@ -196,12 +196,12 @@ queued:
     held:
       description: Whether a playbook run still holds it (a failure its unit has not finished deciding), so it is not sent yet.
       type: bool
+      sample: false
     integration:
       description: The integration whose outbox holds it, by name, as in RV(alerts[].integration).
       type: str
       sample: db
       version_added: 1.1.0
-      sample: false
 queued_elsewhere:
   description: How many outbox entries wait for other endpoints, such as the old key after a key rotation.
   returned: success

@@ -22,6 +22,7 @@ WEB_KEY="TSKEY-RTWEB-$(ts_random_hex)"
 DB_KEY="TSKEY-RTDB-$(ts_random_hex)"
 ts_init "$WEB_KEY,$DB_KEY"
 started=$SECONDS
+# shellcheck disable=SC2034  # read by job (jobs.sh)
 HERE=$PWD
 jobs_init web="$WEB_KEY" db="$DB_KEY"
 WEB_URL="$TS_URL/api/integration/webhook/$WEB_KEY"
