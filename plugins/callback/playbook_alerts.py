@@ -199,18 +199,10 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import is_news
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
     CONNECTION_OPTIONS,
-    DEFAULT_INTEGRATION,
-    ENV_VARS,
-    INTEGRATION_VARIABLE,
-    NO_INTEGRATION,
     Endpoint,
     EndpointError,
     configured_integrations,
-    integration_name,
-    integration_suffix,
-    integration_variables,
     resolve_endpoint,
-    resolve_integration,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._holder import this_process
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError, Record
@@ -221,6 +213,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec 
     ledger_spec,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import SenderProcess
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._routing import Router
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._silences import silencing
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import (
     NO_LOG_MESSAGE,
@@ -253,15 +246,9 @@ class CallbackModule(CallbackBase):
         self._sender: SenderProcess | None = None
         # The default endpoint's ledger key ('' without one).
         self._endpoint_key = ''
-        # Routing: every endpoint this run can alert, by integration (DEFAULT_INTEGRATION, or a name's suffix).
-        self._endpoints: dict[str, Endpoint] = {}
-        # Integrations named in the environment whose variables do not describe an endpoint: why not.
-        self._broken: dict[str, str] = {}
-        # temperstack_integration per play and host, resolved only for hosts that failed.
-        self._routes: dict[tuple[t.Any, str], str] = {}
-        self._warned: set[t.Any] = set()
+        # Routing: every endpoint this run can alert, and the integration of each failed host.
+        self._router = Router(self._display.warning)
         self._loader: t.Any = None
-        self._unnamed = DEFAULT_INTEGRATION
         self._flush_timeout = 30.0
         self._configured = False
         # This run's held failures (see _hold): the token that marks them, and per alert when it last wrote one.
@@ -300,18 +287,9 @@ class CallbackModule(CallbackBase):
                                     'webhook_url in the [callback_temperstack] section of ansible.cfg)') from None
             # Routing only: hosts that name no integration alert nowhere, and are told so.
             endpoint = None
-        # The integration of hosts that do not set temperstack_integration.
-        self._unnamed = integration_name(self.get_option('integration'))
-        self._endpoints = {DEFAULT_INTEGRATION: endpoint} if endpoint is not None else {}
-        origin = {name: options[name] for name in ('org', 'base_url') if options.get(name)}
-        for name in named:
-            try:
-                resolved = resolve_integration(name, origin, os.environ)
-            except EndpointError as exc:
-                self._broken[integration_suffix(name)] = str(exc)
-                continue
-            if resolved is not None:
-                self._endpoints[integration_suffix(name)] = resolved
+        # The callback's integration option names the integration of hosts that do not set temperstack_integration.
+        self._router.configure(endpoint, {name: options[name] for name in ('org', 'base_url') if options.get(name)},
+                               self.get_option('integration'), os.environ)
         scope = self.get_option('scope')
         self._settings = AlertSettings(
             scope=scope,
@@ -325,14 +303,12 @@ class CallbackModule(CallbackBase):
         # A bad URL or priority is found now, not when the first Alarm is due.
         validate_settings(self._settings)
         _reject_empty_variables(os.environ)
-        if not self._endpoints:
-            raise EndpointError('no integration has a valid endpoint: ' + '; '.join(self._broken.values()))
         timeout, retries = check_timeout(self.get_option('timeout')), check_retries(self.get_option('retries'))
         ca_path = check_ca_path(self.get_option('ca_path'))
         clients = [
             TemperstackClient(each, timeout=timeout, retries=retries, validate_certs=self.get_option('validate_certs'),
                               ca_path=ca_path)
-            for each in self._endpoints.values()
+            for each in self._router.endpoints.values()
         ]
         flush_timeout = _check_flush_timeout(self.get_option('flush_timeout'))
         self._ledger = self._open_ledger()
@@ -345,7 +321,7 @@ class CallbackModule(CallbackBase):
             unreachable=self._ledger.unreachable if self._shared_ledger_lost() else '', **sender_options,
         )
         _RUNS.add(self)
-        if any(self._ledger.pending(key) for key in self._keys()):
+        if any(self._ledger.pending(key) for key in self._router.keys()):
             # What earlier runs could not deliver goes first, before this run's own alerts.
             self._sender.notify()
 
@@ -452,6 +428,9 @@ class CallbackModule(CallbackBase):
         self._book.host_failed(host, _task_name(result), _error_message(result), route=self._route_of(result))
         self._hold(host)
 
+    def _route_of(self, result: t.Any) -> str:
+        return self._router.route_of(self._play, getattr(result, 'host', None) or result._host, self._loader)
+
     def v2_runner_on_unreachable(self, result: t.Any) -> None:
         task = _task_of(result)
         host = _host_name(result)
@@ -518,7 +497,7 @@ class CallbackModule(CallbackBase):
     def _write_holds(self, units: t.Sequence[t.Any], force: bool = False) -> None:
         now = time.monotonic()
         for whole in units:
-            for endpoint, unit in self._routed(whole, announce=False):
+            for endpoint, unit in self._router.routed(whole, announce=False):
                 # A failure storm rewrites each unit's held Alarm at most once a second: its description already
                 # stops listing failures long before, and rebuilding it for each of thousands would cost seconds.
                 held = (endpoint.ledger_key, unit.alert_id)
@@ -550,105 +529,6 @@ class CallbackModule(CallbackBase):
             self._display.warning(f'temperstack: could not release the failures this run recorded: {exc}')
             return 0
 
-    # -- routing -----------------------------------------------------------------------------------
-
-    def _keys(self) -> list[str]:
-        """The ledger keys of every endpoint this run can alert."""
-        return [endpoint.ledger_key for endpoint in self._endpoints.values()]
-
-    def _route_of(self, result: t.Any) -> str:
-        """The integration the failed host of ``result`` names in this play: ``temperstack_integration`` as Ansible
-        resolves it for that host (extra vars, then play vars, then host_vars, then group_vars ...), templated.
-
-        Asked only for hosts that failed, once per play and host: a green run resolves nothing.
-        """
-        host = getattr(result, 'host', None) or result._host
-        name = host.get_name()
-        cache_key = (getattr(self._play, '_uuid', None), name)
-        route = self._routes.get(cache_key)
-        if route is None:
-            route = self._routes[cache_key] = self._resolve_route(host)
-        return route
-
-    def _resolve_route(self, host: t.Any) -> str:
-        get_variable_manager = getattr(self._play, 'get_variable_manager', None)
-        if get_variable_manager is None:
-            return self._unnamed
-        try:
-            variables = get_variable_manager().get_vars(play=self._play, host=host)
-            value = variables.get(INTEGRATION_VARIABLE)
-            if isinstance(value, str) and ('{{' in value or '{%' in value):
-                from ansible.template import Templar  # pylint: disable=import-outside-toplevel
-                value = Templar(loader=self._loader, variables=variables).template(value)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                return self._unnamed
-            return integration_name(value)
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            # An undefined variable in its template, a value that names nothing: still never a silent drop.
-            if ('bad', host.get_name()) not in self._warned:
-                self._warned.add(('bad', host.get_name()))
-                self._display.warning(
-                    f'temperstack: {INTEGRATION_VARIABLE} of host {host.get_name()} could not be resolved '
-                    f'({_masked(str(exc), self._endpoints.values())}); its alerts go to the default endpoint'
-                )
-            return DEFAULT_INTEGRATION
-
-    def _routed(self, unit: t.Any, announce: bool = True) -> list[tuple[Endpoint, t.Any]]:
-        """The unit's failures split by integration, each with the endpoint its alert goes to.
-
-        An integration without an endpoint goes to the default one, with one warning per run naming the variable it
-        expected; with no default endpoint either, the alert is not sent, and a warning says so. ``none`` alerts
-        nowhere.
-        """
-        routed: dict[str, tuple[Endpoint, t.Any]] = {}
-        for route, part in unit.by_integration(DEFAULT_INTEGRATION).items():
-            endpoint = self._endpoint_of(route, part.alert_id, announce)
-            if endpoint is None:
-                continue
-            if endpoint.ledger_key in routed:
-                # Two names that reach the same endpoint (one falls back to the default): one alert, naming both's hosts.
-                part = part._replace(only=routed[endpoint.ledger_key][1].only | part.only)
-            routed[endpoint.ledger_key] = (endpoint, part)
-        return list(routed.values())
-
-    def _endpoint_of(self, route: str, alert_id: str, announce: bool) -> Endpoint | None:
-        if route == NO_INTEGRATION:
-            return None
-        suffix = DEFAULT_INTEGRATION if route == DEFAULT_INTEGRATION else integration_suffix(route)
-        endpoint = self._endpoints.get(suffix)
-        if endpoint is not None:
-            return endpoint
-        default = self._endpoints.get(DEFAULT_INTEGRATION)
-        if not announce:
-            return default
-        if route == DEFAULT_INTEGRATION:
-            self._warn_once(
-                ('no default', alert_id),
-                f'temperstack: the Alarm of {alert_id} was not sent: its hosts name no integration '
-                f'({INTEGRATION_VARIABLE}) and there is no default endpoint ({ENV_VARS["webhook_url"]})',
-            )
-            return None
-        variable = integration_variables(route)[0]
-        why = self._broken.get(suffix) or f'{variable} is not set'
-        if default is None:
-            self._warn_once(
-                ('not sent', route, alert_id),
-                f'temperstack: the Alarm of {alert_id} was not sent: integration {route} ({INTEGRATION_VARIABLE}) has '
-                f'no endpoint ({why}) and there is no default endpoint either',
-            )
-        else:
-            self._warn_once(
-                ('fallback', suffix),
-                f'temperstack: integration {route} ({INTEGRATION_VARIABLE}) has no endpoint ({why}): its alerts go to '
-                f'the default endpoint; set {variable} to route them',
-            )
-        return default
-
-    def _warn_once(self, key: t.Any, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self._display.warning(message)
-
     # -- decisions ---------------------------------------------------------------------------------
 
     def _finish_play(self) -> None:
@@ -662,7 +542,7 @@ class CallbackModule(CallbackBase):
     def _queue_alarms(self, plays: t.Sequence[t.Any]) -> None:
         for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix, plays):
             if unit.failed_hosts:
-                for endpoint, part in self._routed(unit):
+                for endpoint, part in self._router.routed(unit):
                     self._queue(endpoint.ledger_key, alarm_for(part, self._settings), failed_hosts_of(part))
 
     def _queue_recoveries(self) -> None:
@@ -675,14 +555,14 @@ class CallbackModule(CallbackBase):
                 continue
             # Where the unit raises a new Alarm, it sends no OK. An OK follows its Alarm: it goes to every endpoint
             # whose ledger holds the alert open, whatever integration its hosts name now.
-            alarmed = {endpoint.ledger_key for endpoint, _part in self._routed(unit, announce=False)} if unit.failed_hosts else set()
+            alarmed = {endpoint.ledger_key for endpoint, _part in self._router.routed(unit, announce=False)} if unit.failed_hosts else set()
             if self._shared_ledger_lost():
                 # Only the shared ledger knows every host of an open Alarm, whichever controller raised it: an OK
                 # decided without it could claim hosts that nobody checked. The next run that reaches it decides.
-                if set(self._keys()) - alarmed:
+                if set(self._router.keys()) - alarmed:
                     undecided.append(unit.alert_id)
                 continue
-            for key in self._keys():
+            for key in self._router.keys():
                 if key in alarmed:
                     continue
                 try:
@@ -762,7 +642,7 @@ class CallbackModule(CallbackBase):
     def _say_still_delivering(self, seconds_left: float) -> None:
         """The end of the run has waited a while on Temperstack: say once what for, rather than stall silently."""
         try:
-            count = sum(len(self._ledger.pending(key)) for key in self._keys()) if self._ledger is not None else 0
+            count = sum(len(self._ledger.pending(key)) for key in self._router.keys()) if self._ledger is not None else 0
         except LedgerError:
             count = 0
         what = f"{count} alert{'s' if count != 1 else ''}" if count else 'alerts'
@@ -824,12 +704,6 @@ def _alarm_hosts(known: Record | None, failed_hosts: t.Sequence[str]) -> list[st
     """The hosts an Alarm names: this run's failed hosts, and those of the Alarm on record if it is still open."""
     open_hosts = known.hosts if known is not None and known.status == STATUS_ALARM else ()
     return hosts_of_open_alarm(open_hosts, failed_hosts)
-
-
-def _masked(text: str, endpoints: t.Iterable[Endpoint]) -> str:
-    for endpoint in endpoints:
-        text = endpoint.mask(text)
-    return text
 
 
 def _check_flush_timeout(value: t.Any) -> float:
