@@ -1238,7 +1238,7 @@ def case_routing(bench: Bench, figures: list[Figure], context: list[list[str]]) 
     names = [f'h{number:04d}' for number in range(1, scale.green_hosts + 1)]
     half = len(names) // 2
     inventory = bench.write('routing/routing.ini', '[web]\n' + '\n'.join(names[:half]) + '\n\n[db]\n'
-                            + '\n'.join(names[half:]) + '\n\n[all:vars]\nansible_connection=local\n'
+                            + '\n'.join(names[half:]) + '\n\n[bench:children]\nweb\ndb\n\n[all:vars]\nansible_connection=local\n'
                             f'ansible_python_interpreter={bench.python}\n')
     for group in ('web', 'db'):
         bench.write(f'routing/group_vars/{group}.yml', f'---\ntemperstack_integration: {group}\n')
