@@ -154,13 +154,63 @@ scenario_6_role() {
     expect_routed "Alarm db" "Alarm web"
 }
 
+scenario_7_awx_credential() {
+    # The credential type of docs/routing.md, its injector rendered as AWX renders it, into an ansible-runner job: a
+    # play failing on one host of each tier alerts both integrations.
+    start_scenario
+    if ! "$TS_PYTHON" -c 'import ansible_runner' 2>/dev/null; then
+        [[ -n "${TS_SKIP_RUNNER:-}" ]] || fail "ansible-runner is not installed for $TS_PYTHON (requirements-test.txt)"
+        echo "SKIPPED (TS_SKIP_RUNNER is set): ansible-runner is not installed"
+        return
+    fi
+    local pdd="$SCENARIO_DIR/private_data_dir"
+    mkdir -p "$pdd/project" "$pdd/inventory" "$pdd/env"
+    cp site.yml "$pdd/project/site.yml"
+    cp -r inventory.ini group_vars host_vars "$pdd/inventory/"
+    "$TS_PYTHON" - "$HERE/../../../../docs/routing.md" "$WEB_URL" "$DB_URL" "$LEDGER" >"$pdd/env/envvars" <<'PYTHON' \
+        || fail "cannot render the credential type of docs/routing.md"
+import json, re, sys
+import jinja2, yaml
+guide, web_url, db_url, ledger = sys.argv[1:]
+text = open(guide, encoding='utf-8').read()
+block = re.search(r'<!-- docs-test: skip: it is an AWX credential type[^\n]*\n```yaml\n(.*?)```', text, re.S).group(1)
+credential = yaml.safe_load(block)
+inputs = dict(zip([field['id'] for field in credential['fields']], [web_url, db_url]))
+env = {name: jinja2.Template(value).render(**inputs) for name, value in credential['env'].items()}
+assert set(env) == {'TEMPERSTACK_WEBHOOK_URL', 'TEMPERSTACK_WEBHOOK_URL_DB'}, env
+env.update(ANSIBLE_CALLBACKS_ENABLED='temperstack.alerting.playbook_alerts', TEMPERSTACK_LEDGER_PATH=ledger,
+           TEMPERSTACK_FLUSH_TIMEOUT='10')
+print(yaml.safe_dump(env))
+PYTHON
+    printf 'fail_on: web1,db1\n' >"$pdd/env/extravars"
+    new_job_dir
+    set +e
+    env -u ANSIBLE_CALLBACKS_ENABLED -u TEMPERSTACK_LEDGER_PATH HOME="$JOB_HOME" \
+        "$TS_PYTHON" -m ansible_runner run "$pdd" -p site.yml >"$OUT" 2>"$ERR"
+    # shellcheck disable=SC2034  # read by after_job (jobs.sh)
+    RC=$?
+    set -e
+    WARNINGS=1 after_job "ansible-runner: site.yml with the credential type's injection" 2
+    expect_routed "Alarm web" "Alarm db"
+    expect_in "$OUT" 'Temperstack: sent 2 Alarm'
+    # ansible-runner keeps the environment it was given (the injection) in artifacts/ID/command, as AWX keeps a job's
+    # credentials: that file is runner's, not the collection's. Every other artifact (stdout, job events) is checked.
+    local -a artifacts
+    mapfile -t artifacts < <(find "$pdd/artifacts" -type f ! -name command)
+    for key in "$WEB_KEY" "$DB_KEY"; do
+        [[ -z "$(ts_ctl find-text "$key" "$JOB_DIR" "${artifacts[@]}")" ]] || fail "a key is in the job's output or artifacts"
+    done
+    echo "ok: no key in the runner job's output, HOME or its ${#artifacts[@]} artifacts (job events, stdout)"
+}
+
 ts_run_scenarios \
     "1|scenario_1_tiers|a play failing on one host of each tier alerts both integrations; the OK rule per integration; -vvvv" \
     "2|scenario_2_precedence|play vars and extra vars beat group_vars; an OK follows its Alarm to the integration a host left" \
     "3|scenario_3_moved_and_failing|a moved host that fails again alarms its new integration" \
     "4|scenario_4_none_and_unknown|none alerts nowhere; an unknown integration, with and without a default endpoint" \
     "5|scenario_5_modules|the modules' option integration, module_defaults, alert_info" \
-    "6|scenario_6_role|the health_checks role: health_checks_integration, and a check's own integration"
+    "6|scenario_6_role|the health_checks role: health_checks_integration, and a check's own integration" \
+    "7|scenario_7_awx_credential|the AWX credential type of docs/routing.md injected into an ansible-runner job"
 
 echo
 echo "routing: all scenarios passed in $((SECONDS - started))s, $JOB jobs ($((JOBS_MICROSECONDS / 1000000))s in ansible-playbook)"
