@@ -35,6 +35,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch imp
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
     EndpointError,
     resolve_endpoint,
+    resolve_integration,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import Ledger, LedgerError
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_open import (
@@ -83,6 +84,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f'{_non_finite(self._task.args)} must be a finite number ({exc})') from None
         warnings: list[str] = []
         try:
+            if args['integration'] is not None and resolve_integration(args['integration'], args) is None:
+                build_alert(args)  # bad input is still an error
+                result.update(changed=False, sent=False, http_status=None, attempts=0, integration='none',
+                              msg='integration none: nothing is sent')
+                return result
             outcome = self._deliver(args, warnings, (task_vars or {}).get('inventory_hostname'))
         except (AlertValidationError, EndpointError, LedgerError) as exc:
             result.update(failed=True, msg=str(exc), sent=False, http_status=None, attempts=0)
@@ -90,6 +96,8 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=exc.message, sent=False, http_status=exc.http_status, attempts=exc.attempts)
         else:
             result.update(_outcome_result(outcome, diff=self._task.diff))
+            if args['integration'] is not None:
+                result['integration'] = args['integration'].strip()
             if outcome.unrecorded:
                 warnings.append(
                     f'{outcome.alert.status} for alert {outcome.alert.alert_id} reached Temperstack, but the ledger '
@@ -103,7 +111,7 @@ class ActionModule(ActionBase):
         # Everything is validated before the ledger is opened or a request is made.
         alert = build_alert(args)
         damping = (_at_least_one(args, 'failures_before_alarm'), _at_least_one(args, 'successes_before_ok'))
-        endpoint = resolve_endpoint(args)
+        endpoint = resolve_endpoint(args) if args['integration'] is None else resolve_integration(args['integration'], args)
         client = TemperstackClient(
             endpoint,
             timeout=check_timeout(args['timeout']),

@@ -13,7 +13,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._argument_specs import CONNECTION_ARGUMENT_SPEC
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import STATUSES, AlertValidationError
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import EndpointError, resolve_endpoint
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import EndpointError, resolve_integrations
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._globs import glob_matches
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     Entry,
@@ -48,11 +48,15 @@ class ActionModule(ActionBase):
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         try:
             status = _status(args['status'])
-            endpoint = resolve_endpoint(args)
+            # Routing: the integration option's endpoint, or the default one and every integration with an endpoint.
+            endpoints = resolve_integrations(args)
             spec = ledger_spec(check_ledger_url(args['ledger_url']), args['ledger_path'])
             # Read-only whatever the mode: listing must never create, migrate or change a ledger.
             with open_ledger(spec, read_only=True) as ledger:
-                result.update(_report(ledger, endpoint.ledger_key, args, status))
+                keys = {endpoint.ledger_key for endpoint in endpoints}
+                reports = [(endpoint.integration, _report(ledger, endpoint.ledger_key, args, status, keys))
+                           for endpoint in endpoints]
+                result.update(_merged(reports))
         except (AlertValidationError, EndpointError, LedgerError) as exc:
             result.update(failed=True, msg=str(exc))
             return result
@@ -67,7 +71,21 @@ def _status(value: str) -> str:
     raise AlertValidationError(f"status must be one of {', '.join(STATUS_CHOICES)}; got {value!r}")
 
 
-def _report(ledger: Ledger, key: str, args: t.Mapping[str, t.Any], status: str) -> dict[str, t.Any]:
+def _merged(reports: t.Sequence[tuple[str, dict[str, t.Any]]]) -> dict[str, t.Any]:
+    """One listing of several integrations' reports: each alert and queued entry names its integration, never its
+    URL or key."""
+    merged = dict(reports[0][1])
+    merged['alerts'] = sorted(
+        ({**alert, 'integration': name} for name, report in reports for alert in report['alerts']),
+        key=lambda alert: alert['alert_id'],
+    )
+    merged['queued'] = [{**entry, 'integration': name} for name, report in reports for entry in report['queued']]
+    return merged
+
+
+def _report(
+    ledger: Ledger, key: str, args: t.Mapping[str, t.Any], status: str, keys: t.Collection[str] = ()
+) -> dict[str, t.Any]:
     now = time.time()
     entries = ledger.entries()
     mine = [entry for entry in entries if entry.endpoint == key]
@@ -108,7 +126,7 @@ def _report(ledger: Ledger, key: str, args: t.Mapping[str, t.Any], status: str) 
         (*known[entry.alert.alert_id].hosts, *entry.hosts))]
     elsewhere: dict[str, int] = {}
     for entry in entries:
-        if entry.endpoint != key:
+        if entry.endpoint != key and entry.endpoint not in keys:
             # Only the hash is stored, never the key: its first characters tell endpoints apart.
             shown = f'sha256:{entry.endpoint[:12]}'
             elsewhere[shown] = elsewhere.get(shown, 0) + 1

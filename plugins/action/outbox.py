@@ -13,7 +13,11 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._alert import AlertValidationError
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._argument_specs import CONNECTION_ARGUMENT_SPEC
-from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import EndpointError, resolve_endpoint
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
+    EndpointError,
+    resolve_endpoint,
+    resolve_integrations,
+)
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._globs import glob_matches
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger import (
     Entry,
@@ -91,6 +95,8 @@ def _chosen(entry: Entry, key: str, args: t.Mapping[str, t.Any], age: float | No
 def _endpoint_key(args: t.Mapping[str, t.Any]) -> str:
     """The endpoint whose entries are discarded: the connection options', or the one other_endpoint names."""
     if args['other_endpoint'] is None:
+        if args['integration'] is not None:
+            return resolve_integrations(args)[0].ledger_key
         return resolve_endpoint(args).ledger_key
     # As alert_info shows it: never the key, only the start of its hash, enough to tell endpoints apart.
     shown = args['other_endpoint'].strip()

@@ -199,7 +199,9 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._client impor
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._dispatch import is_news
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
     CONNECTION_OPTIONS,
+    Endpoint,
     EndpointError,
+    configured_integrations,
     resolve_endpoint,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._holder import this_process
@@ -211,6 +213,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._ledger_spec 
     ledger_spec,
 )
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._outbox_sender import SenderProcess
+from ansible_collections.temperstack.alerting.plugins.plugin_utils._routing import Router
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._silences import silencing
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units import (
     NO_LOG_MESSAGE,
@@ -220,7 +223,7 @@ from ansible_collections.temperstack.alerting.plugins.plugin_utils._run_units im
     failed_hosts_of,
     hosts_of_open_alarm,
     ok_for,
-    recovered,
+    recovered_apart,
     validate_settings,
 )
 
@@ -241,12 +244,16 @@ class CallbackModule(CallbackBase):
         # With ledger_url: the local file that stands in for the shared ledger while its server is unreachable.
         self._fallback = ''
         self._sender: SenderProcess | None = None
+        # The default endpoint's ledger key ('' without one).
         self._endpoint_key = ''
+        # Routing: every endpoint this run can alert, and the integration of each failed host.
+        self._router = Router(self._display.warning)
+        self._loader: t.Any = None
         self._flush_timeout = 30.0
         self._configured = False
         # This run's held failures (see _hold): the token that marks them, and per alert when it last wrote one.
         self._run_token = uuid.uuid4().hex
-        self._held: dict[str, float] = {}
+        self._held: dict[tuple[str, str], float] = {}
         # Alarms this run did not send because a silence covered them: alert id -> the silence's name.
         self._silenced: dict[str, str] = {}
         self._ended = False
@@ -267,13 +274,22 @@ class CallbackModule(CallbackBase):
         if context.CLIARGS.get('check') and not self.get_option('check_mode_alerts'):
             self.disabled = True
             return
+        options = {name: self.get_option(name) for name in CONNECTION_OPTIONS}
+        named = configured_integrations(os.environ)
+        endpoint: Endpoint | None
         try:
-            endpoint = resolve_endpoint({name: self.get_option(name) for name in CONNECTION_OPTIONS}, environ={})
+            endpoint = resolve_endpoint(options, environ={})
         except EndpointError as exc:
-            if not any(self.get_option(name) for name in CONNECTION_OPTIONS):
+            if any(options.values()):
+                raise exc
+            if not named:
                 raise EndpointError('no Temperstack endpoint is configured (set TEMPERSTACK_WEBHOOK_URL, or '
                                     'webhook_url in the [callback_temperstack] section of ansible.cfg)') from None
-            raise exc
+            # Routing only: hosts that name no integration alert nowhere, and are told so.
+            endpoint = None
+        # The callback's integration option names the integration of hosts that do not set temperstack_integration.
+        self._router.configure(endpoint, {name: options[name] for name in ('org', 'base_url') if options.get(name)},
+                               self.get_option('integration'), os.environ)
         scope = self.get_option('scope')
         self._settings = AlertSettings(
             scope=scope,
@@ -287,24 +303,25 @@ class CallbackModule(CallbackBase):
         # A bad URL or priority is found now, not when the first Alarm is due.
         validate_settings(self._settings)
         _reject_empty_variables(os.environ)
-        client = TemperstackClient(
-            endpoint,
-            timeout=check_timeout(self.get_option('timeout')),
-            retries=check_retries(self.get_option('retries')),
-            validate_certs=self.get_option('validate_certs'),
-            ca_path=check_ca_path(self.get_option('ca_path')),
-        )
+        timeout, retries = check_timeout(self.get_option('timeout')), check_retries(self.get_option('retries'))
+        ca_path = check_ca_path(self.get_option('ca_path'))
+        clients = [
+            TemperstackClient(each, timeout=timeout, retries=retries, validate_certs=self.get_option('validate_certs'),
+                              ca_path=ca_path)
+            for each in self._router.endpoints.values()
+        ]
         flush_timeout = _check_flush_timeout(self.get_option('flush_timeout'))
         self._ledger = self._open_ledger()
-        self._endpoint_key = endpoint.ledger_key
+        self._endpoint_key = endpoint.ledger_key if endpoint is not None else ''
         self._prepare_ledger()
         self._flush_timeout = flush_timeout
+        sender_options: dict[str, t.Any] = {'others': clients[1:]} if len(clients) > 1 else {}
         self._sender = SenderProcess(
-            client, self._ledger.spec, self._flush_timeout, run_token=self._run_token, fallback=self._fallback,
-            unreachable=self._ledger.unreachable if self._shared_ledger_lost() else '',
+            clients[0], self._ledger.spec, self._flush_timeout, run_token=self._run_token, fallback=self._fallback,
+            unreachable=self._ledger.unreachable if self._shared_ledger_lost() else '', **sender_options,
         )
         _RUNS.add(self)
-        if self._ledger.pending(self._endpoint_key):
+        if any(self._ledger.pending(key) for key in self._router.keys()):
             # What earlier runs could not deliver goes first, before this run's own alerts.
             self._sender.notify()
 
@@ -364,6 +381,8 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_start(self, playbook: t.Any) -> None:
         self._playbook = getattr(playbook, '_file_name', '') or ''
+        get_loader = getattr(playbook, 'get_loader', None)
+        self._loader = get_loader() if get_loader is not None else None
 
     def v2_playbook_on_play_start(self, play: t.Any) -> None:
         self._note_removed_hosts()
@@ -406,8 +425,11 @@ class CallbackModule(CallbackBase):
         if ignore_errors or host not in getattr(self._play, '_removed_hosts', (host,)):
             self._book.host_ran(host)
             return
-        self._book.host_failed(host, _task_name(result), _error_message(result))
+        self._book.host_failed(host, _task_name(result), _error_message(result), route=self._route_of(result))
         self._hold(host)
+
+    def _route_of(self, result: t.Any) -> str:
+        return self._router.route_of(self._play, getattr(result, 'host', None) or result._host, self._loader)
 
     def v2_runner_on_unreachable(self, result: t.Any) -> None:
         task = _task_of(result)
@@ -415,7 +437,8 @@ class CallbackModule(CallbackBase):
         if getattr(task, 'ignore_unreachable', False):
             self._book.host_ran(host)
             return
-        self._book.host_failed(host, _task_name(result), _error_message(result), unreachable=True)
+        self._book.host_failed(host, _task_name(result), _error_message(result), unreachable=True,
+                               route=self._route_of(result))
         self._hold(host)
 
     def v2_playbook_on_stats(self, stats: t.Any) -> None:
@@ -437,7 +460,8 @@ class CallbackModule(CallbackBase):
             return
         self._ended = True
         # The newest state of every held failure, not one a failure storm left a second old.
-        self._write_holds([unit for unit in self._current_units() if unit.alert_id in self._held], force=True)
+        held = {alert_id for _key, alert_id in self._held}
+        self._write_holds([unit for unit in self._current_units() if unit.alert_id in held], force=True)
         if not self._release_held():
             return
         self._display.warning(
@@ -472,26 +496,28 @@ class CallbackModule(CallbackBase):
 
     def _write_holds(self, units: t.Sequence[t.Any], force: bool = False) -> None:
         now = time.monotonic()
-        for unit in units:
-            # A failure storm rewrites each unit's held Alarm at most once a second: its description already
-            # stops listing failures long before, and rebuilding it for each of thousands would cost seconds.
-            last = self._held.get(unit.alert_id)
-            if not force and last is not None and len(unit.failed_hosts) > HOLD_EVERY_FAILURE_UP_TO and now - last < 1.0:
-                continue
-            try:
-                self._hold_unit(self._ledger, unit)
-            except LedgerError as exc:
-                self._display.warning(f'temperstack: could not record the failure of {unit.alert_id}: {exc}')
-                continue
-            self._held[unit.alert_id] = now
+        for whole in units:
+            for endpoint, unit in self._router.routed(whole, announce=False):
+                # A failure storm rewrites each unit's held Alarm at most once a second: its description already
+                # stops listing failures long before, and rebuilding it for each of thousands would cost seconds.
+                held = (endpoint.ledger_key, unit.alert_id)
+                last = self._held.get(held)
+                if not force and last is not None and len(unit.failed_hosts) > HOLD_EVERY_FAILURE_UP_TO and now - last < 1.0:
+                    continue
+                try:
+                    self._hold_unit(self._ledger, endpoint.ledger_key, unit)
+                except LedgerError as exc:
+                    self._display.warning(f'temperstack: could not record the failure of {unit.alert_id}: {exc}')
+                    continue
+                self._held[held] = now
         # The delivery process keeps what is held alive, and delivers it should this process die.
         self._sender.notify()
 
-    def _hold_unit(self, ledger: Ledger, unit: t.Any) -> None:
-        known = ledger.on_record(self._endpoint_key, unit.alert_id)
+    def _hold_unit(self, ledger: Ledger, key: str, unit: t.Any) -> None:
+        known = ledger.on_record(key, unit.alert_id)
         alarm, hosts = alarm_for(unit, self._settings), _alarm_hosts(known, failed_hosts_of(unit))
         if self._silence_for(ledger, alarm, hosts) is None:
-            ledger.hold(self._endpoint_key, alarm, hosts, self._run_token, this_process())
+            ledger.hold(key, alarm, hosts, self._run_token, this_process())
 
     def _release_held(self) -> int:
         if not self._held or self._ledger is None:
@@ -516,7 +542,8 @@ class CallbackModule(CallbackBase):
     def _queue_alarms(self, plays: t.Sequence[t.Any]) -> None:
         for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix, plays):
             if unit.failed_hosts:
-                self._queue(alarm_for(unit, self._settings), failed_hosts_of(unit))
+                for endpoint, part in self._router.routed(unit):
+                    self._queue(endpoint.ledger_key, alarm_for(part, self._settings), failed_hosts_of(part))
 
     def _queue_recoveries(self) -> None:
         if self._ledger is None:
@@ -524,28 +551,36 @@ class CallbackModule(CallbackBase):
         undecided = []
         self._try_shared_ledger_again()
         for unit in self._book.units(self._settings.scope, self._settings.alert_id_prefix):
-            if unit.failed_hosts or not unit.ran_to_end:
+            if not unit.ran_to_end:
                 continue
+            # Where the unit raises a new Alarm, it sends no OK. An OK follows its Alarm: it goes to every endpoint
+            # whose ledger holds the alert open, whatever integration its hosts name now.
+            alarmed = {endpoint.ledger_key for endpoint, _part in self._router.routed(unit, announce=False)} if unit.failed_hosts else set()
             if self._shared_ledger_lost():
                 # Only the shared ledger knows every host of an open Alarm, whichever controller raised it: an OK
                 # decided without it could claim hosts that nobody checked. The next run that reaches it decides.
-                undecided.append(unit.alert_id)
+                if set(self._router.keys()) - alarmed:
+                    undecided.append(unit.alert_id)
                 continue
-            try:
-                known = self._ledger.lookup(self._endpoint_key, unit.alert_id)
-            except LedgerError as exc:
-                self._display.warning(f'temperstack: could not decide the OK for {unit.alert_id}: {exc}')
-                continue
-            if self._shared_ledger_lost():
-                undecided.append(unit.alert_id)  # lost during that lookup: the answer came from the fallback file
-                continue
-            if known is None or known.status != STATUS_ALARM:
-                self._forget_unsent_alarm(unit.alert_id)
-                continue
-            # A host of the Alarm that did not run this unit was not checked, whatever left it out: --limit,
-            # an inventory change, or a failure in an earlier play that dropped it from the rest of the playbook.
-            if recovered(unit, known.hosts):
-                self._queue(ok_for(unit, self._settings), ())
+            for key in self._router.keys():
+                if key in alarmed:
+                    continue
+                try:
+                    known = self._ledger.lookup(key, unit.alert_id)
+                except LedgerError as exc:
+                    self._display.warning(f'temperstack: could not decide the OK for {unit.alert_id}: {exc}')
+                    continue
+                if self._shared_ledger_lost():
+                    undecided.append(unit.alert_id)  # lost during that lookup: the answer came from the fallback file
+                    break
+                if known is None or known.status != STATUS_ALARM:
+                    if not unit.failed_hosts:
+                        self._forget_unsent_alarm(key, unit.alert_id)
+                    continue
+                # A host of the Alarm that did not run this unit was not checked, whatever left it out: --limit,
+                # an inventory change, or a failure in an earlier play that dropped it from the rest of the playbook.
+                if recovered_apart(unit, known.hosts):
+                    self._queue(key, ok_for(unit, self._settings), ())
         if undecided:
             shown = ', '.join(undecided[:5]) + (f' and {len(undecided) - 5} more' if len(undecided) > 5 else '')
             self._display.warning(
@@ -553,12 +588,12 @@ class CallbackModule(CallbackBase):
                 'that reaches it sends the OK of each whose Alarm is open'
             )
 
-    def _queue(self, alert: t.Any, hosts: t.Sequence[str]) -> None:
+    def _queue(self, key: str, alert: t.Any, hosts: t.Sequence[str]) -> None:
         if self._ledger is None or self._sender is None:
             return
         try:
-            news = self._write_decision(self._ledger, alert, hosts)
-            self._held.pop(alert.alert_id, None)
+            news = self._write_decision(self._ledger, key, alert, hosts)
+            self._held.pop((key, alert.alert_id), None)
             if not news:
                 return
         except LedgerError as exc:
@@ -566,14 +601,14 @@ class CallbackModule(CallbackBase):
             return
         self._sender.notify()
 
-    def _write_decision(self, ledger: Ledger, alert: t.Any, hosts: t.Sequence[str]) -> bool:
-        """Queue ``alert`` if it is news; returns whether it was.
+    def _write_decision(self, ledger: Ledger, key: str, alert: t.Any, hosts: t.Sequence[str]) -> bool:
+        """Queue ``alert`` for the endpoint of ``key`` if it is news; returns whether it was.
 
         News is decided against what the ledger has on record, never against a held failure (this run's or
         another's, expired or not): a held failure is a guess at an Alarm, and settling it as old news because of
         itself would lose the Alarm.
         """
-        known = ledger.on_record(self._endpoint_key, alert.alert_id)
+        known = ledger.on_record(key, alert.alert_id)
         if alert.status == STATUS_ALARM:
             hosts = _alarm_hosts(known, hosts)
         # An Alarm the same as the one on record still goes out when it names hosts the record lacks (its
@@ -582,21 +617,21 @@ class CallbackModule(CallbackBase):
         silence = self._silence_for(ledger, alert, hosts) if news and alert.status == STATUS_ALARM else None
         if silence is not None:
             # Withheld, and remembered as the alert's last stated status: sent by the first decision after the silence.
-            ledger.withhold(self._endpoint_key, alert, hosts, silence)
+            ledger.withhold(key, alert, hosts, silence)
             self._silenced[alert.alert_id] = silence
             news = False
-        if alert.alert_id in self._held:
+        if (key, alert.alert_id) in self._held:
             # The unit has ended: its Alarm (or nothing, if Temperstack has it already) replaces what was held.
-            ledger.settle(self._endpoint_key, alert.alert_id, self._run_token, alert if news else None, hosts)
+            ledger.settle(key, alert.alert_id, self._run_token, alert if news else None, hosts)
         elif news:
-            ledger.queue(self._endpoint_key, alert, hosts)
+            ledger.queue(key, alert, hosts)
         return news
 
-    def _forget_unsent_alarm(self, alert_id: str) -> None:
+    def _forget_unsent_alarm(self, key: str, alert_id: str) -> None:
         """A unit that recovered before its withheld Alarm was ever sent: nothing to resolve, nothing left to send."""
         try:
-            if self._ledger is not None and self._ledger.withheld(self._endpoint_key, alert_id):
-                self._ledger.forget_withheld(self._endpoint_key, alert_id)
+            if self._ledger is not None and self._ledger.withheld(key, alert_id):
+                self._ledger.forget_withheld(key, alert_id)
         except LedgerError as exc:
             self._display.warning(f'temperstack: could not forget the withheld Alarm of {alert_id}: {exc}')
 
@@ -607,7 +642,7 @@ class CallbackModule(CallbackBase):
     def _say_still_delivering(self, seconds_left: float) -> None:
         """The end of the run has waited a while on Temperstack: say once what for, rather than stall silently."""
         try:
-            count = len(self._ledger.pending(self._endpoint_key)) if self._ledger is not None else 0
+            count = sum(len(self._ledger.pending(key)) for key in self._router.keys()) if self._ledger is not None else 0
         except LedgerError:
             count = 0
         what = f"{count} alert{'s' if count != 1 else ''}" if count else 'alerts'

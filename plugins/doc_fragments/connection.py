@@ -38,6 +38,22 @@ options:
       - Use with O(api_key); mutually exclusive with O(org) and O(webhook_url).
       - If not set, the value of the E(TEMPERSTACK_BASE_URL) environment variable is used.
     type: str
+  integration:
+    description:
+      - The Temperstack integration (one application service, one key) by name, instead of O(webhook_url) and
+        O(api_key). Its endpoint is E(TEMPERSTACK_WEBHOOK_URL_<NAME>), or E(TEMPERSTACK_API_KEY_<NAME>) with O(org)
+        or O(base_url) (or their variables), where C(<NAME>) is the name upper-cased with every character other than
+        A-Z and 0-9 turned into C(_) (V(payments-eu) is E(TEMPERSTACK_WEBHOOK_URL_PAYMENTS_EU)).
+      - An integration whose variables are not set is an error that names the variable, before any request.
+      - V(default), or not set, is the endpoint of the other connection options. V(none) alerts nowhere (the
+        M(temperstack.alerting.alert) module sends nothing).
+      - For M(temperstack.alerting.alert_info), the one integration to list; without it, the alerts of the default
+        endpoint and of every integration the environment gives an endpoint to, each alert naming its integration.
+      - The P(temperstack.alerting.playbook_alerts#callback) callback reads the variable C(temperstack_integration)
+        of each failed host instead. Settable for every module of the group with C(module_defaults).
+        See the collection's C(docs/routing.md).
+    type: str
+    version_added: 1.1.0
   timeout:
     description:
       - Seconds to wait for Temperstack to answer one request, at most 3600.
@@ -143,6 +159,20 @@ options:
     ini:
       - section: callback_temperstack
         key: base_url
+  integration:
+    description:
+      - The integration of the hosts that do not set the variable C(temperstack_integration), whose alerts go to
+        the endpoint E(TEMPERSTACK_WEBHOOK_URL_<NAME>) (or E(TEMPERSTACK_API_KEY_<NAME>) with O(org) or O(base_url)).
+      - Not set, or V(default), is the endpoint of O(webhook_url) or O(api_key). V(none) sends nothing for those hosts.
+      - Each failed host's own C(temperstack_integration), resolved as Ansible resolves variables for that host in that
+        play, names the integration of its alerts. See the collection's C(docs/routing.md).
+    type: str
+    version_added: 1.1.0
+    env:
+      - name: TEMPERSTACK_INTEGRATION
+    ini:
+      - section: callback_temperstack
+        key: integration
   timeout:
     description:
       - Seconds to wait for Temperstack to answer one request, at most 3600.

@@ -290,4 +290,10 @@ damped:
   returned: when flap damping held the alert back
   type: str
   sample: 1 of 3
+integration:
+  description: The integration the alert went to, as O(integration) named it.
+  returned: when O(integration) is set
+  type: str
+  sample: db
+  version_added: 1.1.0
 """

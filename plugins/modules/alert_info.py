@@ -153,6 +153,14 @@ alerts:
       description: The status that silence withheld (V(Alarm)), or V(null).
       type: str
       sample: null
+    integration:
+      description:
+        - The integration whose endpoint holds the alert, by name (V(default) for the connection options' endpoint,
+          the lower-cased C(<NAME>) of E(TEMPERSTACK_WEBHOOK_URL_<NAME>) otherwise, or the name given in
+          O(integration)); never its URL or key.
+      type: str
+      sample: db
+      version_added: 1.1.0
 queued:
   description: The entries of the endpoint's outbox that pass the filters, oldest first.
   returned: success
@@ -189,6 +197,11 @@ queued:
       description: Whether a playbook run still holds it (a failure its unit has not finished deciding), so it is not sent yet.
       type: bool
       sample: false
+    integration:
+      description: The integration whose outbox holds it, by name, as in RV(alerts[].integration).
+      type: str
+      sample: db
+      version_added: 1.1.0
 queued_elsewhere:
   description: How many outbox entries wait for other endpoints, such as the old key after a key rotation.
   returned: success

@@ -21,6 +21,8 @@ CONNECTION_ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     'api_key': {'type': 'str', 'no_log': True},
     'org': {'type': 'str'},
     'base_url': {'type': 'str'},
+    # Routing: the endpoint of a named integration (TEMPERSTACK_WEBHOOK_URL_<NAME>), instead of the options above.
+    'integration': {'type': 'str'},
     # The callback reads the same variables (doc_fragments/connection.py): a private CA or a timeout set in the
     # environment must mean the same to both. An option set on the task, or by module_defaults, wins.
     'timeout': {'type': 'int', 'default': DEFAULT_TIMEOUT, 'fallback': (env_fallback, ['TEMPERSTACK_TIMEOUT'])},

@@ -43,12 +43,29 @@ class EndpointError(ValueError):
     """The connection options do not describe exactly one Temperstack endpoint."""
 
 
+class IntegrationNotConfigured(EndpointError):
+    """An integration is named, but the environment gives it no URL or key."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.variable = integration_variables(name)[0]
+        super().__init__(
+            f'integration {name!r} has no endpoint: set {self.variable} '
+            f'(or {integration_variables(name)[1]} with org or base_url)'
+        )
+
+
 class Endpoint:
-    """A resolved Temperstack webhook: the URL (secret), its masked form, and its ledger identity."""
+    """A resolved Temperstack webhook: the URL (secret), its masked form, and its ledger identity.
 
-    __slots__ = ('url', 'secrets', 'masked_url', 'ledger_key')
+    ``integration`` is the name it was chosen by (``default`` for the connection options and their variables), for
+    display only: the ledger knows an endpoint by its hash, so controllers that name it differently share its alerts.
+    """
 
-    def __init__(self, url: str, secrets: t.Iterable[str]) -> None:
+    __slots__ = ('url', 'secrets', 'masked_url', 'ledger_key', 'integration')
+
+    def __init__(self, url: str, secrets: t.Iterable[str], integration: str = 'default') -> None:
+        self.integration = integration
         self.url = url
         self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
         self.masked_url = self.mask(url)
@@ -72,6 +89,129 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f'Endpoint({self.masked_url!r})'
+
+
+DEFAULT_INTEGRATION = 'default'
+# The integration name that means: alert nowhere.
+NO_INTEGRATION = 'none'
+INTEGRATION_VARIABLE = 'temperstack_integration'
+_NOT_A_NAME_CHAR = re.compile(r'[^A-Z0-9]')
+_NAMED_VARIABLE = re.compile(r'^TEMPERSTACK_(?:WEBHOOK_URL|API_KEY)_(?P<suffix>.+)$')
+
+
+def integration_suffix(name: str) -> str:
+    """The part of the variable names of integration ``name``: upper-cased, every other character than A-Z and 0-9
+    turned into ``_`` (``payments-eu`` -> ``PAYMENTS_EU``)."""
+    return _NOT_A_NAME_CHAR.sub('_', name.strip().upper())
+
+
+def integration_variables(name: str) -> tuple[str, str]:
+    """The environment variables that give integration ``name`` its endpoint: the webhook URL's, the key's."""
+    suffix = integration_suffix(name)
+    return f"{ENV_VARS['webhook_url']}_{suffix}", f"{ENV_VARS['api_key']}_{suffix}"
+
+
+def integration_name(value: t.Any) -> str:
+    """A ``temperstack_integration`` value as a name: ``default`` when unset or empty, ``none`` for any case of it."""
+    if value is None:
+        return DEFAULT_INTEGRATION
+    if not isinstance(value, str):
+        raise EndpointError(f'{INTEGRATION_VARIABLE} must be a string, got {type(value).__name__}')
+    name = value.strip()
+    if not name or name.lower() == DEFAULT_INTEGRATION:
+        return DEFAULT_INTEGRATION
+    if name.lower() == NO_INTEGRATION:
+        return NO_INTEGRATION
+    if not integration_suffix(name).strip('_'):
+        raise EndpointError(
+            f'{INTEGRATION_VARIABLE} must name an integration with at least one letter or digit, got {name!r}'
+        )
+    return name
+
+
+def configured_integrations(environ: t.Mapping[str, str] | None = None) -> list[str]:
+    """The integrations the environment gives an endpoint to, by their variables' suffix in lower case, sorted."""
+    environ = os.environ if environ is None else environ
+    names = set()
+    for variable, value in environ.items():
+        match = _NAMED_VARIABLE.match(variable)
+        if match and value.strip() and match.group('suffix').strip('_'):
+            name = match.group('suffix').lower()
+            if name not in (DEFAULT_INTEGRATION, NO_INTEGRATION):
+                names.add(name)
+    return sorted(names)
+
+
+def resolve_integration(
+    name: t.Any, options: t.Mapping[str, t.Any] | None = None, environ: t.Mapping[str, str] | None = None
+) -> Endpoint | None:
+    """The endpoint of integration ``name``; None for ``none``.
+
+    No name (or ``default``) is the endpoint the connection options and their variables describe. Any other name
+    is ``TEMPERSTACK_WEBHOOK_URL_<NAME>``, or ``TEMPERSTACK_API_KEY_<NAME>`` with the usual org or base_url (from
+    ``options`` or the environment). An integration the environment gives nothing raises IntegrationNotConfigured.
+    """
+    environ = os.environ if environ is None else environ
+    options = options or {}
+    name = integration_name(name)
+    if name == NO_INTEGRATION:
+        return None
+    if name == DEFAULT_INTEGRATION:
+        return resolve_endpoint(options, environ)
+    for option in ('webhook_url', 'api_key'):
+        if _text(options.get(option)):
+            raise EndpointError(
+                f'integration and {option} are mutually exclusive: integration {name!r} takes its endpoint from '
+                f'{" or ".join(integration_variables(name))}'
+            )
+    url_variable, key_variable = integration_variables(name)
+    url, key = environ.get(url_variable, '').strip(), environ.get(key_variable, '').strip()
+    if not url and not key:
+        raise IntegrationNotConfigured(name)
+    if url and key:
+        raise EndpointError(f'{url_variable} and {key_variable} are mutually exclusive (both set for integration {name!r})')
+    try:
+        if url:
+            endpoint = _from_webhook_url(url)
+        else:
+            origin = {k: _text(options.get(k)) for k in ('org', 'base_url') if _text(options.get(k))}
+            if not origin:
+                origin = {k: environ.get(ENV_VARS[k], '').strip() for k in ('org', 'base_url')}
+                origin = {k: v for k, v in origin.items() if v}
+            _reject_conflicts(origin, source='options and environment')
+            if not origin:
+                raise EndpointError(f'{key_variable} given without org or base_url: {_HOW_TO_CONNECT}')
+            endpoint = _from_api_key(key, org=origin.get('org'), base_url=origin.get('base_url'))
+    except EndpointError as exc:
+        raise EndpointError(f'integration {name!r} ({url_variable if url else key_variable}): {exc}') from None
+    endpoint.integration = name
+    return endpoint
+
+
+def resolve_integrations(options: t.Mapping[str, t.Any], environ: t.Mapping[str, str] | None = None) -> list[Endpoint]:
+    """The endpoints a listing covers: that of the ``integration`` option alone, or without it the default endpoint
+    (if one is configured) and every integration the environment gives an endpoint to."""
+    environ = os.environ if environ is None else environ
+    if _text(options.get('integration')):
+        endpoint = resolve_integration(options['integration'], options, environ)
+        if endpoint is None:
+            raise EndpointError(f'integration {NO_INTEGRATION!r} alerts nowhere: it has no endpoint and no alerts')
+        return [endpoint]
+    named = [name for name in configured_integrations(environ) if name not in (DEFAULT_INTEGRATION, NO_INTEGRATION)]
+    endpoints = []
+    try:
+        endpoints.append(resolve_endpoint(options, environ))
+    except EndpointError:
+        configured = any(_text(options.get(name)) for name in CONNECTION_OPTIONS) or any(
+            environ.get(variable, '').strip() for variable in ENV_VARS.values())
+        if configured or not named:
+            raise
+    origin = {name: options[name] for name in ('org', 'base_url') if _text(options.get(name))}
+    for name in named:
+        endpoint = resolve_integration(name, origin, environ)
+        if endpoint is not None and all(endpoint.ledger_key != other.ledger_key for other in endpoints):
+            endpoints.append(endpoint)
+    return endpoints
 
 
 def mask_url_secrets(text: str) -> str:

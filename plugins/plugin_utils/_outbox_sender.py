@@ -76,17 +76,24 @@ class FlushReport(t.NamedTuple):
 
 
 class OutboxSender:
-    """A daemon thread that drains one endpoint's outbox whenever it is woken.
+    """A daemon thread that drains the outbox of every endpoint the run uses whenever it is woken.
 
     Everything to send is first written to the outbox by the caller, so an alert survives a dead
     endpoint, a full flush timeout or a killed controller: the next run with the same endpoint sends
     it before its own alerts. A backlog goes out ``OUTBOX_SEND_THREADS`` alerts at once, each alert's entries in
-    order; after a failure no new delivery starts, so an OK never overtakes the Alarm it resolves.
+    order; after a failure no new delivery starts to that endpoint, so an OK never overtakes the Alarm it resolves.
+    Routing gives a run several endpoints (``others``, one client each): a dead one blocks only its own deliveries.
     """
 
-    def __init__(self, client: TemperstackClient, ledger_spec: str, fallback: str = '', unreachable: str = '') -> None:
+    def __init__(
+        self, client: TemperstackClient, ledger_spec: str, fallback: str = '', unreachable: str = '',
+        others: t.Sequence[TemperstackClient] = (),
+    ) -> None:
         self._client = client
         self._endpoint = client.endpoint
+        self._clients = list({c.endpoint.ledger_key: c for c in (client, *others)}.values())
+        # The endpoints whose deliveries stopped after a failure, by ledger key.
+        self._blocked_endpoints: set[str] = set()
         self._ledger_spec = ledger_spec
         # With a shared ledger: the controller's file that stands in for it while its server is unreachable.
         self._fallback = fallback if fallback != ledger_spec else ''
@@ -134,7 +141,7 @@ class OutboxSender:
                 with open_ledger(spec) as ledger:
                     if not finished and self._ledger is not None:
                         ledger.release_claims_of(self._ledger)
-                    left = (left or 0) + len(ledger.pending(self._endpoint.ledger_key))
+                    left = (left or 0) + sum(len(ledger.pending(c.endpoint.ledger_key)) for c in self._clients)
             except LedgerError:
                 continue
         return -1 if left is None else left
@@ -174,10 +181,14 @@ class OutboxSender:
                 # Between two passes, nothing read from one ledger is still to be written back to it: the moment to
                 # try a lost server again, and to move in what the fallback file kept meanwhile.
                 ledger.reconnect()
-            send_outbox(ledger, self._client, on_sent=self._sent, on_dropped=self._fail, workers=OUTBOX_SEND_THREADS)
-        except SendError as exc:
-            self._blocked = True
-            self._fail(exc.message)
+            for client in self._clients:
+                if client.endpoint.ledger_key in self._blocked_endpoints:
+                    continue
+                try:
+                    send_outbox(ledger, client, on_sent=self._sent, on_dropped=self._fail, workers=OUTBOX_SEND_THREADS)
+                except SendError as exc:
+                    self._blocked_endpoints.add(client.endpoint.ledger_key)
+                    self._fail(self._named(client, exc.message))
         except LedgerError as exc:
             self._blocked = True
             self._fail(str(exc))
@@ -203,9 +214,17 @@ class OutboxSender:
         with self._lock:
             self.sent.append(alert.status)
 
+    def _named(self, client: TemperstackClient, message: str) -> str:
+        """A delivery error, naming its integration when the run has several."""
+        if len(self._clients) > 1:
+            return f'integration {client.endpoint.integration}: {message}'
+        return message
+
     def _fail(self, message: str) -> None:
+        for client in self._clients:
+            message = client.endpoint.mask(message)
         with self._lock:
-            self.errors.append(self._endpoint.mask(message))
+            self.errors.append(message)
 
 
 class SenderProcess:
@@ -216,11 +235,17 @@ class SenderProcess:
 
     def __init__(
         self, client: TemperstackClient, ledger_spec: str, flush_timeout: float, run_token: str = '', fallback: str = '',
-        unreachable: str = '',
+        unreachable: str = '', others: t.Sequence[TemperstackClient] = (),
     ) -> None:
         self._settings = {
             'url': client.endpoint.url,
             'secrets': list(client.endpoint.secrets),
+            'integration': client.endpoint.integration,
+            # Routing: every other endpoint the run uses, drained by the same process.
+            'others': [
+                {'url': other.endpoint.url, 'secrets': list(other.endpoint.secrets), 'integration': other.endpoint.integration}
+                for other in others
+            ],
             'timeout': client.timeout,
             'retries': client.retries,
             'validate_certs': client.validate_certs,
@@ -232,6 +257,7 @@ class SenderProcess:
             'run_token': run_token,
         }
         self._endpoint = client.endpoint
+        self._endpoints = [client.endpoint, *(other.endpoint for other in others)]
         self._flush_timeout = flush_timeout
         self._process: subprocess.Popen | None = None
         self._broken = ''
@@ -309,8 +335,10 @@ class SenderProcess:
             return FlushReport(data['sent'], data['queued'], data['errors'], data['finished'])
         except (IndexError, ValueError, KeyError, TypeError):
             last = (err.decode('utf-8', 'replace').strip().splitlines() or ['no report'])[-1]
-            reason = self._endpoint.mask(last) if self._process and self._process.returncode == 0 else (
-                f'it was stopped after flush_timeout or failed: {self._endpoint.mask(last)}'
+            for endpoint in self._endpoints:
+                last = endpoint.mask(last)
+            reason = last if self._process and self._process.returncode == 0 else (
+                f'it was stopped after flush_timeout or failed: {last}'
             )
             return FlushReport([], -1, [f'the delivery process gave no report ({reason})'], False)
 
@@ -322,16 +350,20 @@ def _serve(stdin: t.BinaryIO, stdout: t.TextIO) -> None:
     died before settling them, and they are released and delivered now.
     """
     settings = json.loads(stdin.readline())
-    endpoint = Endpoint(settings['url'], settings['secrets'])
-    client = TemperstackClient(
-        endpoint,
-        timeout=settings['timeout'],
-        retries=settings['retries'],
-        validate_certs=settings['validate_certs'],
-        ca_path=settings['ca_path'],
-    )
+
+    def client_of(item: t.Mapping[str, t.Any]) -> TemperstackClient:
+        return TemperstackClient(
+            Endpoint(item['url'], item['secrets'], item.get('integration') or 'default'),
+            timeout=settings['timeout'],
+            retries=settings['retries'],
+            validate_certs=settings['validate_certs'],
+            ca_path=settings['ca_path'],
+        )
+
+    client = client_of(settings)
+    others = [client_of(item) for item in settings.get('others') or ()]
     unreachable = settings.get('unreachable') or ''
-    sender = OutboxSender(client, settings['ledger_spec'], settings.get('fallback') or '', unreachable)
+    sender = OutboxSender(client, settings['ledger_spec'], settings.get('fallback') or '', unreachable, others=others)
     sender.start()
     holds = _HoldKeeper(settings['ledger_spec'], settings.get('run_token') or '', settings.get('fallback') or '', unreachable)
     holds.start()

@@ -52,6 +52,8 @@ class PlayRun:
         self.ended_early: set[str] = set()
         # Its hosts pattern named no host: an empty group, a template that resolved to nothing, --limit.
         self.matched_no_hosts = False
+        # Routing: the integration each failed host named (temperstack_integration) in this play.
+        self.routes: dict[str, str] = {}
 
     @property
     def label(self) -> str:
@@ -80,15 +82,30 @@ class Unit(t.NamedTuple):
     play: str | None
     host: str | None
     plays: tuple[PlayRun, ...]
+    # Routing: the failed hosts this unit's alert is about (those of one integration); None for all of them.
+    only: frozenset[str] | None = None
 
     @property
     def failed_hosts(self) -> dict[str, list[HostFailure]]:
         failed: dict[str, list[HostFailure]] = {}
         for play in self.plays:
             for host, failures in play.failures.items():
-                if self.host is None or host == self.host:
+                if (self.host is None or host == self.host) and (self.only is None or host in self.only):
                     failed.setdefault(host, []).extend(failures)
         return failed
+
+    def by_integration(self, default: str = 'default') -> dict[str, Unit]:
+        """The unit's failures split by the integration of each failed host: one alert per integration, naming only
+        its hosts. A host that failed in several plays of the unit goes by the integration it named in the last."""
+        routes: dict[str, str] = {}
+        for play in self.plays:
+            for host in play.failures:
+                if self.host is None or host == self.host:
+                    routes[host] = play.routes.get(host, default)
+        hosts_of: dict[str, set[str]] = {}
+        for host, route in routes.items():
+            hosts_of.setdefault(route, set()).add(host)
+        return {route: self._replace(only=frozenset(hosts)) for route, hosts in sorted(hosts_of.items())}
 
     @property
     def ran_hosts(self) -> set[str]:
@@ -144,10 +161,12 @@ class RunBook:
         if self.current is not None:
             self.current.hosts.add(host)
 
-    def host_failed(self, host: str, task: str, message: str, unreachable: bool = False) -> None:
+    def host_failed(self, host: str, task: str, message: str, unreachable: bool = False, route: str | None = None) -> None:
         if self.current is not None:
             self.current.hosts.add(host)
             self.current.failures.setdefault(host, []).append(HostFailure(task, message, unreachable))
+            if route is not None:
+                self.current.routes[host] = route
 
     def cut_short(self) -> None:
         """The current play stops before its end for hosts unknown (no hosts left)."""
@@ -254,6 +273,19 @@ def recovered(unit: Unit, alarm_hosts: t.Iterable[str]) -> bool:
     """
     ran = unit.ran_hosts
     return bool(ran) and not unit.failed_hosts and unit.ran_to_end and set(alarm_hosts) <= ran
+
+
+def recovered_apart(unit: Unit, alarm_hosts: t.Iterable[str]) -> bool:
+    """Whether the open Alarm of one integration, which names ``alarm_hosts``, may be resolved by ``unit``.
+
+    With routing, a unit's failures are split by integration, and the OK rule holds for each alert on its own: every
+    host of that Alarm ran the unit again, to its end, and succeeded; failures of hosts outside it are another
+    integration's Alarm. The caller sends no OK where the unit also raises a new Alarm. With no failure at all in the
+    unit this is ``recovered``.
+    """
+    ran = unit.ran_hosts
+    hosts = set(alarm_hosts)
+    return bool(ran) and unit.ran_to_end and hosts <= ran and not hosts & set(unit.failed_hosts)
 
 
 def _alert(unit: Unit, settings: AlertSettings, status: str, description: str) -> Alert:

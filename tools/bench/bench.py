@@ -1230,6 +1230,40 @@ def case_pg_green(bench: Bench, figures: list[Figure], context: list[list[str]])
     fixed_cost(bench, with_callback, without, median(walls['plain']), context, case='10', label='pg-fixed')
 
 
+def case_routing(bench: Bench, figures: list[Figure], context: list[list[str]]) -> None:
+    """Case 13: case 4 with routing in use: group_vars name one of two integrations for every host, each with its
+    endpoint (TEMPERSTACK_WEBHOOK_URL_<NAME>), beside the default one. A green run resolves no host's variables."""
+    scale = bench.scale
+    os.makedirs(os.path.join(bench.work, 'playbooks', 'routing', 'group_vars'), exist_ok=True)
+    names = [f'h{number:04d}' for number in range(1, scale.green_hosts + 1)]
+    half = len(names) // 2
+    inventory = bench.write('routing/routing.ini', '[web]\n' + '\n'.join(names[:half]) + '\n\n[db]\n'
+                            + '\n'.join(names[half:]) + '\n\n[bench:children]\nweb\ndb\n\n[all:vars]\nansible_connection=local\n'
+                            f'ansible_python_interpreter={bench.python}\n')
+    for group in ('web', 'db'):
+        bench.write(f'routing/group_vars/{group}.yml', f'---\ntemperstack_integration: {group}\n')
+    playbook = bench.write('green.yml', green_playbook(scale.green_tasks))
+    with_callback = bench.env(callback=True, timing=False, TEMPERSTACK_WEBHOOK_URL=bench.webhook('bench-routing'),
+                              TEMPERSTACK_WEBHOOK_URL_WEB=bench.webhook('bench-routing-web'),
+                              TEMPERSTACK_WEBHOOK_URL_DB=bench.webhook('bench-routing-db'),
+                              TEMPERSTACK_LEDGER_PATH=bench.ledger('routing'))
+    without = bench.env(timing=False)
+    bench.reset()
+    ratios, walls, cpus, decided = green_pairs(bench, 'routing', playbook, inventory, with_callback, without)
+    sent = bench.requests()
+    if sent:
+        raise BenchError(f'green run with routing: the callback sent {len(sent)} alerts, expected none')
+    if not os.path.exists(bench.ledger('routing')):
+        raise BenchError('green run with routing: the callback never opened its ledger; was it enabled?')
+    note = (f'{scale.green_hosts} hosts × {scale.green_tasks} tasks in two groups whose group_vars name two '
+            f'integrations; {len(ratios)} interleaved pairs (ABBA), {decided or "stopped at the pair limit"}')
+    figures.append(Figure('13', 'Green run with routing: callback enabled ÷ not enabled (wall)', ratios, 'x',
+                          GREEN_RATIO_LIMIT, note=note))
+    context.append([f'13: green run with routing, {scale.green_hosts} hosts × {scale.green_tasks} tasks',
+                    f'{median(walls["plain"]):.2f} s without the callback', f'{median(walls["callback"]):.2f} s with it',
+                    f'CPU {median(cpus["plain"]):.2f} s / {median(cpus["callback"]):.2f} s'])
+
+
 class FleetRun(t.NamedTuple):
     problems: str
     alerts_per_second: float
@@ -1571,6 +1605,7 @@ CASES: dict[str, tuple[str, t.Callable[[Bench, list[Figure], list[list[str]]], N
     '10': ('PostgreSQL ledger: callback overhead on a green run', case_pg_green),
     '11': ('PostgreSQL ledger: a fleet of controllers at once', case_fleet),
     '12': ('EDA event source: events per second and p99 to queued', case_eda),
+    '13': ('callback overhead on a green run with routing (group_vars, two integrations)', case_routing),
 }
 
 

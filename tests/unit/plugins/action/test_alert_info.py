@@ -37,8 +37,8 @@ from ansible_collections.temperstack.alerting.tests.unit.plugins.action.test_sil
 OLD_API_KEY = 'tsk-ROTATEDCANARY-3b9d0c2e71'
 # Connection options alert_info (and outbox) take only so that module_defaults for the action group work.
 ACCEPTED_UNUSED = ('timeout', 'retries', 'validate_certs', 'ca_path')
-ALERT_KEYS = {'alert_id', 'status', 'fields', 'hosts', 'changed', 'queued', 'withheld_by', 'withheld_status'}
-ENTRY_KEYS = {'alert_id', 'status', 'fields', 'queued', 'age', 'failed_deliveries', 'held'}
+ALERT_KEYS = {'alert_id', 'status', 'fields', 'hosts', 'changed', 'queued', 'withheld_by', 'withheld_status', 'integration'}
+ENTRY_KEYS = {'alert_id', 'status', 'fields', 'queued', 'age', 'failed_deliveries', 'held', 'integration'}
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_an_acknowledged_alert_is_shown_as_temperstack_holds_it(run_info, day2_l
     open_alarm = alerts['disk-web1']
     assert {name: value for name, value in open_alarm.items() if name != 'changed'} == {
         'alert_id': 'disk-web1', 'status': 'Alarm', 'fields': make_alert(alert_id='disk-web1', resource_id='web1').payload,
-        'hosts': ['web1'], 'queued': False, 'withheld_by': None, 'withheld_status': None,
+        'hosts': ['web1'], 'queued': False, 'withheld_by': None, 'withheld_status': None, 'integration': 'default',
     }
     assert day2_ledger - 1 <= parse_iso(open_alarm['changed']) <= time.time() + 1
     assert (alerts['load-web1']['status'], alerts['load-web1']['queued']) == ('OK', False)

@@ -43,6 +43,7 @@ DEFAULT_OPTIONS: dict[str, t.Any] = {
     'api_key': API_KEY,
     'org': None,
     'base_url': BASE_URL,
+    'integration': None,
     'timeout': 10,
     'retries': 3,
     'validate_certs': True,
@@ -75,6 +76,8 @@ class Temperstack:
 
     def __init__(self) -> None:
         self.received: list[dict[str, str]] = []
+        # Routing: (integration, status, alert id) of each delivery, in order.
+        self.routed: list[tuple[str, str, str]] = []
         self.down = False
         # Set to N: each flush takes long enough that the delivery process calls on_slow with N seconds left.
         self.slow_flush: float | None = None
@@ -95,8 +98,9 @@ class FakeSenderProcess:
 
     temperstack: Temperstack
 
-    def __init__(self, client, ledger_path, flush_timeout, run_token='', fallback='', unreachable='') -> None:
+    def __init__(self, client, ledger_path, flush_timeout, run_token='', fallback='', unreachable='', others=()) -> None:
         self.client = client
+        self.clients = [client, *others]
         self.ledger_path = ledger_path
         self.fallback = fallback
         self.flush_timeout = flush_timeout
@@ -115,14 +119,16 @@ class FakeSenderProcess:
         sent, errors = [], []
         # As the delivery process opens it: a shared ledger with this controller's fallback file.
         with open_ledger(self.ledger_path, fallback=self.fallback or None) as ledger:
-            for queued in ledger.pending(self.client.endpoint.ledger_key):
-                if self.temperstack.down:
-                    errors.append(f'{queued.alert.status} for {queued.alert.alert_id} was not delivered: HTTP 503')
-                    break
-                self.temperstack.received.append(queued.alert.payload)
-                ledger.delivered(self.client.endpoint.ledger_key, queued)
-                sent.append(queued.alert.status)
-            queued_count = len(ledger.pending(self.client.endpoint.ledger_key))
+            for client in self.clients:
+                for queued in ledger.pending(client.endpoint.ledger_key):
+                    if self.temperstack.down:
+                        errors.append(f'{queued.alert.status} for {queued.alert.alert_id} was not delivered: HTTP 503')
+                        break
+                    self.temperstack.received.append(queued.alert.payload)
+                    self.temperstack.routed.append((client.endpoint.integration, queued.alert.status, queued.alert.alert_id))
+                    ledger.delivered(client.endpoint.ledger_key, queued)
+                    sent.append(queued.alert.status)
+            queued_count = sum(len(ledger.pending(client.endpoint.ledger_key)) for client in self.clients)
         return FlushReport(sent, queued_count, errors, True)
 
 

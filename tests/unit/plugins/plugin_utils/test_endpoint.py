@@ -12,12 +12,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ansible_collections.temperstack.alerting.plugins.plugin_utils._endpoint import (
+    DEFAULT_INTEGRATION,
     ENV_VARS,
     MASK,
+    NO_INTEGRATION,
     Endpoint,
     EndpointError,
+    IntegrationNotConfigured,
+    configured_integrations,
+    integration_name,
+    integration_suffix,
+    integration_variables,
     mask_url_secrets,
     resolve_endpoint,
+    resolve_integration,
 )
 
 KEY = 'tsk-LEAKCANARY-7f3e9a21c4b8d605'
@@ -458,3 +466,99 @@ def test_short_key_never_survives_alone_and_never_breaks_a_word(key, word):
     )
     inside = f'x{word}{key}{word}x'
     assert endpoint.mask(inside) == inside
+
+
+# -- routing: integrations by name ------------------------------------------------------------------------------
+
+PAYMENTS_URL = f'https://acme.temperstack.com/api/integration/webhook/{OTHER_KEY}'
+
+
+@pytest.mark.parametrize('name, suffix', [
+    ('payments', 'PAYMENTS'),
+    ('payments-eu', 'PAYMENTS_EU'),
+    ('Web.Tier 2', 'WEB_TIER_2'),
+    ('db/primary', 'DB_PRIMARY'),
+    ('été', '_T_'),
+    (' db ', 'DB'),
+])
+def test_the_name_rule(name, suffix):
+    assert integration_suffix(name) == suffix
+    assert integration_variables(name) == (f'TEMPERSTACK_WEBHOOK_URL_{suffix}', f'TEMPERSTACK_API_KEY_{suffix}')
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_the_name_rule_gives_only_letters_digits_and_underscores(name):
+    assert re.fullmatch(r'[A-Z0-9_]*', integration_suffix(name))
+
+
+def test_a_named_integration_takes_its_own_webhook_url():
+    endpoint = resolve_integration('payments-eu', {}, {'TEMPERSTACK_WEBHOOK_URL_PAYMENTS_EU': PAYMENTS_URL,
+                                                       'TEMPERSTACK_WEBHOOK_URL': ORG_URL})
+    assert endpoint.url == PAYMENTS_URL
+    assert endpoint.integration == 'payments-eu'
+    assert endpoint.ledger_key == Endpoint(PAYMENTS_URL, [OTHER_KEY]).ledger_key
+
+
+def test_a_named_integration_takes_its_key_with_the_usual_org_or_base_url():
+    by_org = resolve_integration('db', {}, {'TEMPERSTACK_API_KEY_DB': OTHER_KEY, 'TEMPERSTACK_ORG': 'acme'})
+    assert by_org.url == PAYMENTS_URL
+    by_option = resolve_integration('db', {'base_url': BASE}, {'TEMPERSTACK_API_KEY_DB': OTHER_KEY, 'TEMPERSTACK_ORG': 'acme'})
+    assert by_option.url == f'{BASE}/api/integration/webhook/{OTHER_KEY}'
+    with pytest.raises(EndpointError, match='TEMPERSTACK_API_KEY_DB given without org or base_url'):
+        resolve_integration('db', {}, {'TEMPERSTACK_API_KEY_DB': OTHER_KEY})
+
+
+@pytest.mark.parametrize('name', [None, '', '  ', 'default', 'DEFAULT'])
+def test_no_name_is_todays_endpoint_named_default(name):
+    endpoint = resolve_integration(name, {}, env(webhook_url=ORG_URL))
+    assert endpoint.url == ORG_URL
+    assert endpoint.integration == DEFAULT_INTEGRATION == 'default'
+
+
+@pytest.mark.parametrize('name', ['none', 'None', ' NONE '])
+def test_none_alerts_nowhere(name):
+    assert resolve_integration(name, {}, env(webhook_url=ORG_URL)) is None
+    assert integration_name(name) == NO_INTEGRATION
+
+
+def test_an_integration_without_url_or_key_names_the_variable():
+    with pytest.raises(IntegrationNotConfigured) as info:
+        resolve_integration('payments', {}, env(webhook_url=ORG_URL))
+    assert info.value.variable == 'TEMPERSTACK_WEBHOOK_URL_PAYMENTS'
+    assert 'TEMPERSTACK_WEBHOOK_URL_PAYMENTS' in str(info.value)
+    assert KEY not in str(info.value)
+
+
+def test_a_bad_integration_url_is_named_without_its_key():
+    bad = f'https://acme.temperstack.com/wrong/{OTHER_KEY}'
+    with pytest.raises(EndpointError) as info:
+        resolve_integration('db', {}, {'TEMPERSTACK_WEBHOOK_URL_DB': bad})
+    assert 'TEMPERSTACK_WEBHOOK_URL_DB' in str(info.value)
+    assert OTHER_KEY not in str(info.value)
+
+
+def test_an_integration_conflicts_with_an_explicit_url_or_key_and_with_both_of_its_variables():
+    with pytest.raises(EndpointError, match='integration and webhook_url are mutually exclusive'):
+        resolve_integration('db', {'webhook_url': ORG_URL}, {'TEMPERSTACK_WEBHOOK_URL_DB': PAYMENTS_URL})
+    with pytest.raises(EndpointError, match='mutually exclusive'):
+        resolve_integration('db', {}, {'TEMPERSTACK_WEBHOOK_URL_DB': PAYMENTS_URL, 'TEMPERSTACK_API_KEY_DB': OTHER_KEY})
+
+
+@pytest.mark.parametrize('value', ['---', '  -  ', 3, ['db']])
+def test_a_name_that_cannot_name_a_variable_is_an_error(value):
+    with pytest.raises(EndpointError, match='temperstack_integration'):
+        integration_name(value)
+
+
+def test_configured_integrations_come_from_the_environment():
+    environ = {
+        'TEMPERSTACK_WEBHOOK_URL_PAYMENTS_EU': PAYMENTS_URL,
+        'TEMPERSTACK_API_KEY_DB': OTHER_KEY,
+        'TEMPERSTACK_WEBHOOK_URL_EMPTY': '',
+        'TEMPERSTACK_WEBHOOK_URL': ORG_URL,
+        'TEMPERSTACK_API_KEY': KEY,
+        'TEMPERSTACK_ORG': 'acme',
+    }
+    assert configured_integrations(environ) == ['db', 'payments_eu']
+    # The lower-cased suffix names the same integration again.
+    assert resolve_integration('payments_eu', {}, environ).url == PAYMENTS_URL

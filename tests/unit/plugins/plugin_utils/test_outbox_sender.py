@@ -725,3 +725,55 @@ def test_the_hold_keeper_outlives_ledger_errors_and_renews_again(monkeypatch):
     time.sleep(0.5)
     keeper.stop(release=False)
     assert flaky.failures == 0 and flaky.renewed >= 2
+
+
+# -- routing: one process drains every endpoint the run uses ----------------------------------------------------
+
+SECOND_KEY = 'tsk-SECOND-CANARY-8a7b6c5d'
+
+
+def test_process_drains_every_endpoint_of_the_run_and_gets_their_keys_over_its_pipe(
+    ledger, ledger_path, local_endpoint, server, story, api_key, spawned
+):
+    second = resolve_endpoint({'api_key': SECOND_KEY, 'base_url': f'http://127.0.0.1:{server.server_address[1]}'},
+                              environ={})
+    second.integration = 'db'
+    queue_all(ledger, local_endpoint, story[:1])
+    queue_all(ledger, second, story[1:])
+    process = SenderProcess(
+        TemperstackClient(local_endpoint, timeout=10, retries=0), ledger_path, 10.0,
+        others=[TemperstackClient(second, timeout=10, retries=0)],
+    )
+    process.notify()
+    report = process.flush()
+
+    assert sorted(report.sent) == ['Alarm', 'Alarm', 'OK']
+    assert report.queued == 0
+    assert sorted(server.paths) == sorted([f'/api/integration/webhook/{api_key}'] + [f'/api/integration/webhook/{SECOND_KEY}'] * 2)
+    assert ledger.pending(local_endpoint.ledger_key) == [] and ledger.pending(second.ledger_key) == []
+    argv, env = spawned[0]
+    for key in (api_key, SECOND_KEY):
+        assert not any(key in arg for arg in argv)
+        assert not any(key in value for value in env.values())
+
+
+def test_a_dead_endpoint_blocks_only_its_own_deliveries_and_its_error_names_its_integration(
+    ledger, ledger_path, endpoint, story
+):
+    other = resolve_endpoint({'api_key': SECOND_KEY, 'base_url': 'https://other.example.com'}, environ={})
+    other.integration = 'db'
+    queue_all(ledger, endpoint, story[:1])
+    queue_all(ledger, other, story[1:])
+    dead = FakeClient(endpoint, outcomes=[SendError(f'HTTP 503 from {endpoint.url}', http_status=503, attempts=1)] * 5)
+    alive = FakeClient(other)
+    sender = OutboxSender(dead, ledger_path, others=[alive])
+    sender.start()
+    report = sender.flush(10.0)
+
+    assert sequence(alive.sent) == [('b', 'Alarm'), ('a', 'OK')]
+    assert dead.sent == []
+    assert report.queued == 1
+    [error] = report.errors
+    assert error.startswith('integration default: ')
+    assert 'HTTP 503' in error
+    assert SECOND_KEY not in error and endpoint.url not in error
