@@ -17,6 +17,8 @@
 #      sent), then succeeds (OK) (examples/deploy.yml, which has no alerting in it);
 #   3. the health_checks role: a loopback HTTP endpoint is healthy (nothing sent), goes down (Alarm),
 #      stays down (nothing sent) and comes back (OK) (examples/health_checks.yml);
+#   4. routing: one play over two tiers whose group_vars name two integrations fails on a host of each
+#      (an Alarm to each integration), then succeeds (an OK to each) (examples/routing/);
 #
 # and prints a timeline of what Temperstack received. After each run it checks that exactly the
 # expected alerts arrived, and fails otherwise.
@@ -26,7 +28,8 @@
 #     stopped at its end; nothing leaves the machine;
 #   - with TEMPERSTACK_WEBHOOK_URL set, to that real Temperstack endpoint (the key is never printed).
 #     Temperstack cannot be read back, so the timeline then lists what Temperstack acknowledged
-#     (HTTP 2xx), as recorded in the demo's ledger.
+#     (HTTP 2xx), as recorded in the demo's ledger. Step 4 then runs only if
+#     TEMPERSTACK_WEBHOOK_URL_WEB_TIER and TEMPERSTACK_WEBHOOK_URL_DATABASES are set too.
 # Either way the demo uses a fresh ledger of its own (in DEMO_WORK_DIR), never ~/.ansible/temperstack,
 # and clears every other TEMPERSTACK_* and ANSIBLE_* setting of the caller, so that the same alerts are
 # sent on every run and nothing of the caller's own configuration takes part.
@@ -44,6 +47,8 @@ collections=${DEMO_COLLECTIONS_PATH:-$root/build/install}
 work=${DEMO_WORK_DIR:-$root/build/demo}
 stand_in=$root/tests/stand_in/temperstack_stand_in.py
 real_url=${TEMPERSTACK_WEBHOOK_URL:-}
+real_web_url=${TEMPERSTACK_WEBHOOK_URL_WEB_TIER:-}
+real_db_url=${TEMPERSTACK_WEBHOOK_URL_DATABASES:-}
 callback=temperstack.alerting.playbook_alerts
 
 if [[ -t 1 ]]; then
@@ -89,8 +94,9 @@ announce() {
     if [[ -n "$real_url" ]]; then
         printf '\n%s%sTEMPERSTACK_WEBHOOK_URL is set: this demo sends REAL alerts to%s\n' "$bold" "$red" "$plain"
         printf '    %s\n' "$(masked "$real_url")"
-        printf 'It raises 3 alerts and resolves each of them again (Alarm, then OK); whoever is on call for\n'
-        printf 'that service may be notified. Unset TEMPERSTACK_WEBHOOK_URL to use the local stand-in instead.\n'
+        printf 'It raises 3 alerts and resolves each of them again (Alarm, then OK), and one more on each of\n'
+        printf 'TEMPERSTACK_WEBHOOK_URL_WEB_TIER and _DATABASES if both are set; whoever is on call for those\n'
+        printf 'services may be notified. Unset TEMPERSTACK_WEBHOOK_URL to use the local stand-in instead.\n'
         if [[ -t 0 && -t 1 ]]; then
             printf 'Starting in 5 seconds (Ctrl-C to stop)...\n'
             sleep 5
@@ -178,6 +184,13 @@ else
     key=demo-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
     export TEMPERSTACK_WEBHOOK_URL="$stand_in_url/api/integration/webhook/$key"
     note "sending to the Temperstack stand-in at $(masked "$TEMPERSTACK_WEBHOOK_URL") (pid $stand_in_pid)"
+    # Step 4's two integrations: two more keys, so the stand-in tells the integrations apart.
+    web_key=demo-web-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+    db_key=demo-db-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+    real_web_url="$stand_in_url/api/integration/webhook/$web_key"
+    real_db_url="$stand_in_url/api/integration/webhook/$db_key"
+    # Which integration each key is, for the timelines (an environment variable: never on a command line or in a log).
+    export DEMO_INTEGRATIONS="$key=default,$web_key=web-tier,$db_key=databases"
 fi
 
 # --- what Temperstack received ---------------------------------------------------------------------
@@ -205,10 +218,11 @@ if mode == 'stand-in':
     seen = int(open(seen_file).read()) if os.path.exists(seen_file) else 0
     with open(seen_file, 'w') as handle:
         handle.write(str(len(records)))
+    names = dict(pair.split('=', 1) for pair in os.environ.get('DEMO_INTEGRATIONS', '').split(',') if '=' in pair)
     for record in records[seen:]:
         data = record.get('json') if isinstance(record.get('json'), dict) else {}
         rows.append((record['time'], record['response_status'] or record['outcome'].upper(),
-                     data.get('status'), data.get('alert_id'), data.get('alert_name')))
+                     data.get('status'), data.get('alert_id'), data.get('alert_name'), names.get(record.get('key'), '')))
 else:
     connection = sqlite3.connect('file:%s?mode=ro' % ledger, uri=True)
     for alert_id, status, payload, updated in connection.execute(
@@ -223,12 +237,13 @@ else:
         for row in rows:
             handle.write('\t'.join(str(cell) for cell in row) + '\n')
 
-for when, code, status, alert_id, name in rows:
+for when, code, status, alert_id, name, *integration in rows:
     stamp = datetime.datetime.fromtimestamp(when).strftime('%H:%M:%S')
-    print('  -> Temperstack received %s %-5s %s  (%s) [HTTP %s]' % (stamp, status, alert_id, name, code))
+    where = ' via %s' % integration[0] if integration and integration[0] else ''
+    print('  -> Temperstack received %s %-5s %s  (%s) [HTTP %s]%s' % (stamp, status, alert_id, name, code, where))
 if not rows:
     print('  -> Temperstack received nothing')
-got = [status for _when, _code, status, _id, _name in rows]
+got = [row[2] for row in rows]
 if got != expected or any(str(code) not in ('200', '2xx') for _when, code, *_rest in rows):
     sys.exit('expected Temperstack to receive %s, it received %s' % (expected or 'nothing', got or 'nothing'))
 PYTHON
@@ -323,10 +338,25 @@ web_up
 play 0 ansible-playbook health_checks.yml -e "healthz_url=$web_url"
 received OK
 
+# --- 4. routing ------------------------------------------------------------------------------------
+banner "4. Routing (examples/routing/): one run pages two Temperstack services, chosen in group_vars"
+if [[ -n "$real_web_url" && -n "$real_db_url" ]]; then
+    note "group_vars/web.yml names the integration web-tier (TEMPERSTACK_WEBHOOK_URL_WEB_TIER), group_vars/db.yml"
+    note "databases (TEMPERSTACK_WEBHOOK_URL_DATABASES); the playbook has no alerting in it."
+    export TEMPERSTACK_WEBHOOK_URL_WEB_TIER="$real_web_url" TEMPERSTACK_WEBHOOK_URL_DATABASES="$real_db_url"
+    play 2 ANSIBLE_CALLBACKS_ENABLED=$callback ansible-playbook -i routing/inventory.ini routing/site.yml -e release_broken=true
+    received Alarm Alarm
+    play 0 ANSIBLE_CALLBACKS_ENABLED=$callback ansible-playbook -i routing/inventory.ini routing/site.yml
+    received OK OK
+    unset TEMPERSTACK_WEBHOOK_URL_WEB_TIER TEMPERSTACK_WEBHOOK_URL_DATABASES
+else
+    note "skipped: with a real endpoint, set TEMPERSTACK_WEBHOOK_URL_WEB_TIER and TEMPERSTACK_WEBHOOK_URL_DATABASES too"
+fi
+
 # --- the timeline ----------------------------------------------------------------------------------
 if [[ $mode == stand-in ]]; then
-    banner "What Temperstack received (the stand-in's timeline command)"
-    "$python" "$stand_in" timeline --url "$stand_in_url"
+    banner "What Temperstack received (the stand-in's timeline command; INTEGRATION from DEMO_INTEGRATIONS)"
+    "$python" "$stand_in" timeline --url "$stand_in_url" --integrations-env DEMO_INTEGRATIONS
 else
     banner "What Temperstack acknowledged (from the demo's ledger; Temperstack itself cannot be read back)"
     "$python" - "$work/received.tsv" <<'PYTHON'
@@ -344,14 +374,18 @@ PYTHON
     note "Open Temperstack to see the same alerts there."
 fi
 
-# The integration key must be in no output (the logs hold all of ansible's), no log and not in the ledger.
-secret=${TEMPERSTACK_WEBHOOK_URL#*/api/integration/webhook/}
-secret=${secret%%[?#/]*}
-if [[ -n "$secret" && "$secret" != "$TEMPERSTACK_WEBHOOK_URL" ]]; then
-    leaks=$(grep -rlaF -- "$secret" "$work" || true)
-    [[ -z "$leaks" ]] || die "the integration key was found in: $leaks"
-    note "The integration key appears in no output, log or ledger file of the demo (checked)."
-fi
+# The integration keys must be in no output (the logs hold all of ansible's), no log and not in the ledger.
+checked=0
+for url in "$TEMPERSTACK_WEBHOOK_URL" "$real_web_url" "$real_db_url"; do
+    secret=${url#*/api/integration/webhook/}
+    secret=${secret%%[?#/]*}
+    if [[ -n "$secret" && "$secret" != "$url" ]]; then
+        leaks=$(grep -rlaF -- "$secret" "$work" || true)
+        [[ -z "$leaks" ]] || die "an integration key was found in: $leaks"
+        checked=$((checked + 1))
+    fi
+done
+((checked == 0)) || note "The $checked integration keys appear in no output, log or ledger file of the demo (checked)."
 
 printf '\n%sdemo OK%s: %d playbook runs, every alert raised was resolved, in %ds. Logs and ledger: %s\n' \
     "$green" "$plain" "$runs" $((SECONDS - started)) "$work"

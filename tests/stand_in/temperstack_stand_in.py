@@ -851,25 +851,28 @@ def _cell(value):
     return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ") or "''"
 
 
-def format_timeline(records):
-    rows = [("TIME", "CODE", "STATUS", "ALERT_ID", "ALERT_NAME")]
+def format_timeline(records, integrations=None):
+    """The records as a table; with ``integrations`` (key -> name), a column naming each request's integration."""
+    header = ("TIME", "CODE", "STATUS", "ALERT_ID", "ALERT_NAME")
+    if integrations is not None:
+        header = ("TIME", "CODE", "INTEGRATION", "STATUS", "ALERT_ID", "ALERT_NAME")
+    rows = [header]
     for record in records:
         stamp = datetime.datetime.fromtimestamp(record["time"])
         data = record.get("json") if isinstance(record.get("json"), dict) else {}
         code = record.get("response_status")
         if code is None:
             code = (record.get("outcome") or "-").upper()
-        rows.append((
-            stamp.strftime("%H:%M:%S.") + "%03d" % (stamp.microsecond // 1000),
-            str(code),
-            _cell(data.get("status")),
-            _cell(data.get("alert_id")),
-            _cell(data.get("alert_name")),
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        row = [stamp.strftime("%H:%M:%S.") + "%03d" % (stamp.microsecond // 1000), str(code)]
+        if integrations is not None:
+            # Never the key itself: a key the mapping does not name is shown as unknown.
+            row.append(integrations.get(record.get("key"), "(unknown)"))
+        row += [_cell(data.get("status")), _cell(data.get("alert_id")), _cell(data.get("alert_name"))]
+        rows.append(tuple(row))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for row in rows:
-        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])) + "  " + row[-1])
     return "\n".join(lines)
 
 
@@ -879,7 +882,11 @@ def cmd_timeline(args):
     except (OSError, ValueError) as exc:
         print("cannot fetch requests from %s: %s" % (args.url, exc), file=sys.stderr)
         return 1
-    print(format_timeline(records))
+    integrations = None
+    if args.integrations_env:
+        pairs = os.environ.get(args.integrations_env, "").split(",")
+        integrations = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+    print(format_timeline(records, integrations))
     return 0
 
 
@@ -930,6 +937,11 @@ def main(argv=None):
 
     timeline = sub.add_parser("timeline", help="print the recorded requests as a table")
     timeline.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:PORT")
+    timeline.add_argument(
+        "--integrations-env", metavar="VAR",
+        help="name an INTEGRATION column from the environment variable VAR, KEY=NAME pairs separated by commas "
+             "(keys never on a command line)",
+    )
     timeline.set_defaults(func=cmd_timeline)
 
     wait = sub.add_parser("wait", help="wait until the server is up, print its base URL")

@@ -353,6 +353,19 @@ def test_timeline(base_url):
     assert len(out[1].split()[0]) == len("12:34:56.789")
 
 
+def test_timeline_names_each_requests_integration_never_its_key(base_url):
+    post(base_url, body=VALID)
+    post(base_url, key=OTHER_KEY, body={"alert_name": "disk", "status": "OK"})
+    post(base_url, key="not-named-key", body={"alert_name": "disk", "status": "OK"})
+    env = dict(os.environ, TIMELINE_NAMES=f"{KEY}=web-tier,{OTHER_KEY}=databases")
+    out = subprocess.run([sys.executable, SERVER, "timeline", "--url", base_url, "--integrations-env", "TIMELINE_NAMES"],
+                         capture_output=True, text=True, timeout=10, check=True, env=env).stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["TIME", "CODE", "INTEGRATION", "STATUS", "ALERT_ID", "ALERT_NAME"]
+    assert [line.split()[2] for line in lines[1:]] == ["web-tier", "databases", "(unknown)"]
+    assert KEY not in out and OTHER_KEY not in out and "not-named-key" not in out
+
+
 def test_serve_wait_and_sigterm(tmp_path):
     port_file = tmp_path / "port"
     with subprocess.Popen([sys.executable, SERVER, "serve", "--port", "0", "--port-file", str(port_file)],
