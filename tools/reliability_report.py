@@ -373,7 +373,11 @@ def ledger_outage_rows(section: dict) -> list[list[object]]:
 
 
 def _received(figures: dict) -> str:
-    got = figures.get('received')
+    """What the stand-in had received at the end of the story."""
+    got = next((figures[name] for name in ('received_after_the_next_job', 'received_after_each_green_run', 'received')
+                if name in figures), None)
+    if isinstance(got, list):
+        got = got[-1] if got else {}
     if not isinstance(got, dict):
         return '-'
     return '; '.join(f"{alert_id}: {', '.join(statuses)}" for alert_id, statuses in sorted(got.items())) or 'nothing'
