@@ -38,10 +38,6 @@ from ._ledger import (
 from ._ledger_spec import is_url, ledger_spec, mask_url
 from ._ledger_sqlite import SqliteLedger
 
-INSTALL_HINT = (
-    "ledger_url needs the Python package psycopg (version 3) on the controller, or in the execution environment: "
-    "pip install 'psycopg[binary]' (or psycopg, with the system's libpq)"
-)
 # A server found unreachable is not tried again by this process for this long (see postgres_ledger).
 UNREACHABLE_RETRY_SECONDS = 30.0
 # A lost server is tried again with this connect timeout (libpq's shortest that means it), so that a server that
@@ -84,10 +80,8 @@ def postgres_ledger(
 ) -> Ledger:
     """The PostgreSQL ledger at ``url``; a server this process found unreachable less than ``retry_seconds`` ago is
     not tried again (a loop of 100 items would otherwise wait for the connect timeout 100 times)."""
-    # Imported here: psycopg is needed only by those who set ledger_url.
-    from ._ledger_postgres import PSYCOPG_IMPORT_ERROR, PostgresLedger  # pylint: disable=import-outside-toplevel
-    if PSYCOPG_IMPORT_ERROR is not None:
-        raise LedgerError(f'{INSTALL_HINT} ({PSYCOPG_IMPORT_ERROR})')
+    # Imported here: psycopg is needed only by those who set ledger_url (without it, PostgresLedger says how to get it).
+    from ._ledger_postgres import PostgresLedger  # pylint: disable=import-outside-toplevel
     failed = _UNREACHABLE.get((os.getpid(), url))
     if failed is not None and time.monotonic() - failed[0] < retry_seconds:
         raise LedgerUnreachable(failed[1])

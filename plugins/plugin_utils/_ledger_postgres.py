@@ -44,7 +44,15 @@ from ._ledger import (
     Silence,
     Withheld,
 )
-from ._ledger_rows import dumps, entry_from_row, exported_from_row, silence_from_row, silence_to_row, withheld_from_row
+from ._ledger_rows import (
+    dumps,
+    entry_from_row,
+    exported_from_row,
+    record_from_row,
+    silence_from_row,
+    silence_to_row,
+    withheld_from_row,
+)
 from ._ledger_spec import mask_passwords, mask_url
 
 try:
@@ -416,7 +424,7 @@ class PostgresLedger(Ledger):
         ).fetchone()
         if row is None:
             return None
-        return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], row[5], tuple(json.loads(row[4])))
+        return record_from_row(alert_id, row, pending=row[5])
 
     def _try_claim(self, claim: Claim) -> bool:
         taken = self._take_claim(claim, '')
@@ -640,7 +648,7 @@ class PostgresLedger(Ledger):
             'ORDER BY alert_id COLLATE "C"',
             (endpoint,),
         ).fetchall()
-        return [Record(row[0], row[1], row[2], json.loads(row[3]), row[4], False, tuple(json.loads(row[5]))) for row in rows]
+        return [record_from_row(row[0], row[1:]) for row in rows]
 
     def _entries(self) -> list[Entry]:
         if self._absent:
@@ -729,4 +737,4 @@ class PostgresLedger(Ledger):
             f'SELECT status, fingerprint, payload, updated, hosts FROM {SCHEMA}.alerts WHERE endpoint = %s AND alert_id = %s',
             (endpoint, alert_id),
         ).fetchone()
-        return None if row is None else Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], False, tuple(json.loads(row[4])))
+        return None if row is None else record_from_row(alert_id, row)

@@ -37,7 +37,15 @@ from ._ledger import (
     Silence,
     Withheld,
 )
-from ._ledger_rows import dumps, entry_from_row, exported_from_row, silence_from_row, silence_to_row, withheld_from_row
+from ._ledger_rows import (
+    dumps,
+    entry_from_row,
+    exported_from_row,
+    record_from_row,
+    silence_from_row,
+    silence_to_row,
+    withheld_from_row,
+)
 from ._ledger_spec import default_ledger_path
 
 SCHEMA_VERSION = 3
@@ -326,14 +334,14 @@ class SqliteLedger(Ledger):
             (endpoint, alert_id, *now),
         ).fetchone()
         if row is not None:
-            return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], True, tuple(json.loads(row[4])))
+            return record_from_row(alert_id, row, pending=True)
         row = self._conn.execute(
             'SELECT status, fingerprint, payload, updated, hosts FROM alerts WHERE endpoint = ? AND alert_id = ?',
             (endpoint, alert_id),
         ).fetchone()
         if row is None:
             return None
-        return Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], False, tuple(json.loads(row[4])))
+        return record_from_row(alert_id, row)
 
     def _try_claim(self, claim: Claim) -> bool:
         now = time.time()
@@ -520,7 +528,7 @@ class SqliteLedger(Ledger):
             'SELECT status, fingerprint, payload, updated, hosts FROM alerts WHERE endpoint = ? AND alert_id = ?',
             (endpoint, alert_id),
         ).fetchone()
-        return None if row is None else Record(alert_id, row[0], row[1], json.loads(row[2]), row[3], False, tuple(json.loads(row[4])))
+        return None if row is None else record_from_row(alert_id, row)
 
     def _newest(self, endpoint: str, alert_id: str) -> float | None:
         return self._conn.execute(
@@ -543,7 +551,7 @@ class SqliteLedger(Ledger):
             'SELECT alert_id, status, fingerprint, payload, updated, hosts FROM alerts WHERE endpoint = ? ORDER BY alert_id',
             (endpoint,),
         ).fetchall()
-        return [Record(row[0], row[1], row[2], json.loads(row[3]), row[4], False, tuple(json.loads(row[5]))) for row in rows]
+        return [record_from_row(row[0], row[1:]) for row in rows]
 
     def _entries(self) -> list[Entry]:
         attempts = 'attempts' if self._holds else '0'

@@ -71,3 +71,21 @@ def pg_server(work_dir) -> t.Iterator[pg.PgServer]:
     """The suite's own PostgreSQL server (tests stop and restart it); stopped, its data deleted, when the session ends."""
     with pg.pg_server(os.path.join(work_dir, 'postgresql'), work_dir) as running:
         yield running
+
+
+@pytest.fixture
+def stand_in(server: faultlib.StandIn) -> t.Iterator[faultlib.StandIn]:
+    """The suite's stand-in, reset, answering at once; left that way however the test ends."""
+    server.reset()
+    server.latency(0)
+    yield server
+    server.latency(0)
+    server.reset()
+
+
+@pytest.fixture
+def postgres(pg_server: pg.PgServer) -> t.Iterator[pg.PgServer]:
+    """The suite's server, running; started again after a test that failed while it was stopped."""
+    pg_server.ensure_running()
+    yield pg_server
+    pg_server.ensure_running()

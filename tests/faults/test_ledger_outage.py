@@ -308,24 +308,6 @@ def collection_connections(postgres: PgServer, database: str) -> list[tuple]:
 
 
 @pytest.fixture
-def stand_in(server):
-    """The suite's stand-in, reset, answering at once; left that way however the test ends."""
-    server.reset()
-    server.latency(0)
-    yield server
-    server.latency(0)
-    server.reset()
-
-
-@pytest.fixture
-def postgres(pg_server):
-    """The suite's server, running; started again after a test that failed while it was stopped."""
-    pg_server.ensure_running()
-    yield pg_server
-    pg_server.ensure_running()
-
-
-@pytest.fixture
 def place(harness, work_dir, request):
     """A directory of the test's own, with the playbooks and the two-host inventory."""
     directory = os.path.join(work_dir, 'ledger-outage', request.node.name.replace('[', '-').rstrip(']'))

@@ -337,24 +337,6 @@ def wait_until_quiet(server, seconds: float = 15) -> None:
     wait_for(lambda: not server.stats()['in_flight'], seconds)
 
 
-@pytest.fixture
-def stand_in(server):
-    """The suite's stand-in, reset, answering at once; left that way however the test ends."""
-    server.reset()
-    server.latency(0)
-    yield server
-    server.latency(0)
-    server.reset()
-
-
-@pytest.fixture
-def postgres(pg_server):
-    """The suite's server, running; started again after a test that failed while it was stopped."""
-    pg_server.ensure_running()
-    yield pg_server
-    pg_server.ensure_running()
-
-
 # -- 1. the server stopped mid-run ----------------------------------------------------------------------------------
 
 

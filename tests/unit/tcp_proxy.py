@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import typing as t
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -94,11 +93,3 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-
-def relayed(url: str) -> t.Iterator[tuple[TcpProxy, str]]:
-    proxy, via = TcpProxy.for_url(url)
-    try:
-        yield proxy, via
-    finally:
-        proxy.close()
